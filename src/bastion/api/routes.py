@@ -1,0 +1,125 @@
+"""The model API: OpenAI-compatible chat/embeddings/models and the Anthropic-compatible messages route."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from bastion.errors import BastionError
+from bastion.pipeline import Gateway, RequestContext, Result
+
+from . import validate
+from .http import SSEResponse, error_response, json_response, parse_json, presented_key, read_body
+
+log = logging.getLogger("bastion.api")
+
+Runner = Callable[[RequestContext, dict[str, Any]], Awaitable[Result]]
+
+
+def _end_user(request: Request, body: dict[str, Any], dialect: str) -> str | None:
+    user = request.headers.get("x-bastion-user")
+    if user:
+        return user
+    if dialect == "openai" and isinstance(body.get("user"), str):
+        return body["user"]
+    meta = body.get("metadata")
+    if dialect == "anthropic" and isinstance(meta, dict) and isinstance(meta.get("user_id"), str):
+        return meta["user_id"]
+    return None
+
+
+async def handle(
+    gw: Gateway,
+    request: Request,
+    *,
+    endpoint: str,
+    dialect: str,
+    check: Callable[[dict[str, Any]], None],
+    run: Runner,
+) -> Response:
+    ctx = RequestContext(endpoint=endpoint, dialect=dialect)
+    gw.metrics.inflight.inc()
+    streaming = False
+    try:
+        raw = await read_body(request, gw.config.server.max_body_bytes)
+        ctx.key = await gw.keys.authenticate(presented_key(request))
+        body = validate.require_object(parse_json(raw))
+        ctx.body = body
+        if isinstance(body.get("model"), str):
+            ctx.alias = body["model"]
+        check(body)
+        ctx.user = _end_user(request, body, dialect) or ctx.key.user
+        ctx.session = request.headers.get("x-bastion-session")
+        result = await run(ctx, body)
+        if result.stream is not None:
+            streaming = True
+            on_close = result.extra.get("on_close")
+
+            def closed() -> None:
+                gw.metrics.inflight.dec()
+                if on_close is not None:
+                    on_close()
+
+            return SSEResponse(result.stream, headers=result.headers, on_close=closed)
+        return Response(result.body, status_code=result.status, headers=result.headers, media_type=result.media_type)
+    except BastionError as e:
+        return _fail(gw, ctx, e)
+    except Exception as e:  # a bug of ours: a clear 500 with the request id, never a stack trace
+        log.exception("unexpected error in %s %s", endpoint, ctx.request_id)
+        return _fail(gw, ctx, BastionError(f"internal error ({type(e).__name__}); quote request id {ctx.request_id}"))
+    finally:
+        if not streaming:
+            gw.metrics.inflight.dec()
+
+
+def _fail(gw: Gateway, ctx: RequestContext, err: BastionError) -> Response:
+    ctx.fail(err)
+    if ctx.done_at is None:
+        gw.finish(ctx)
+    return error_response(err, ctx.dialect, ctx.request_id, gw.headers(ctx))
+
+
+def model_routes(gw: Gateway) -> dict[str, Callable[[Request], Awaitable[Response]]]:
+    async def chat_completions(request: Request) -> Response:
+        return await handle(gw, request, endpoint="chat", dialect="openai", check=validate.validate_chat, run=gw.chat)
+
+    async def messages(request: Request) -> Response:
+        return await handle(
+            gw, request, endpoint="messages", dialect="anthropic", check=validate.validate_messages, run=gw.chat
+        )
+
+    async def embeddings(request: Request) -> Response:
+        return await handle(
+            gw, request, endpoint="embeddings", dialect="openai", check=validate.validate_embeddings, run=gw.embeddings
+        )
+
+    async def models(request: Request) -> Response:
+        try:
+            await gw.keys.authenticate(presented_key(request))
+        except BastionError as e:
+            return error_response(e, "openai", None)
+        created = int(gw.started_at if hasattr(gw, "started_at") else time.time())
+        data = [
+            {
+                "id": alias,
+                "object": "model",
+                "created": created,
+                "owned_by": "bastion",
+                "kind": route.kind,
+                "deployments": [d.id for d in route.deployments],
+            }
+            for alias, route in sorted(gw.router.routes.items())
+        ]
+        return json_response({"object": "list", "data": data})
+
+    return {
+        "/v1/chat/completions": chat_completions,
+        "/v1/messages": messages,
+        "/v1/embeddings": embeddings,
+        "/v1/models": models,
+    }

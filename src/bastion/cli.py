@@ -1,0 +1,236 @@
+"""The `bastion` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import sys
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from bastion.config import load_config
+from bastion.errors import BastionError, ConfigError
+
+
+def _table(rows: list[dict[str, Any]], columns: Sequence[str]) -> str:
+    cells = [[("" if r.get(c) is None else str(r.get(c))) for c in columns] for r in rows]
+    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
+    line = lambda vals: "  ".join(v.ljust(w) for v, w in zip(vals, widths, strict=True)).rstrip()  # noqa: E731
+    return "\n".join([line(list(columns)), line(["-" * w for w in widths])] + [line(r) for r in cells])
+
+
+def _since(value: str) -> float:
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd])", value.strip())
+    if m:
+        return time.time() - float(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+    try:
+        return datetime.fromisoformat(value).timestamp()
+    except ValueError:
+        raise SystemExit(f"--since: give a duration like 30m, 2h, 7d or an ISO time, not {value!r}") from None
+
+
+def _config(args: argparse.Namespace) -> Any:
+    config, _ = load_config(getattr(args, "config", None))
+    return config
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from bastion.server import serve
+
+    return serve(_config(args), host=args.host, port=args.port)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from bastion.demo import run_demo
+
+    return run_demo(args.host, args.port, args.sim_port)
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    config, source = load_config(args.path)
+    kinds: dict[str, int] = {}
+    for m in config.models.values():
+        kinds[m.kind] = kinds.get(m.kind, 0) + 1
+    print(f"{source}: OK — {len(config.providers)} providers, {len(config.models)} models "
+          f"({', '.join(f'{v} {k}' for k, v in kinds.items())}), {len(config.tenants)} tenants, store {config.store.url}")
+    return 0
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    from bastion.keys import create_key
+    from bastion.store import open_store
+
+    config = _config(args)
+    store = open_store(config.store.url)
+    if args.keys_cmd == "create":
+        if args.tenant not in config.tenants:
+            raise SystemExit(f"unknown tenant {args.tenant!r}; add it under `tenants:` (known: {', '.join(config.tenants)})")
+        key, rec = create_key(store, name=args.name or args.tenant, tenant=args.tenant, user=args.user)
+        if args.json:
+            print(orjson.dumps({**{k: v for k, v in rec.items() if k != "key_sha256"}, "key": key}).decode())
+        else:
+            print(f"created key {rec['id']} (name {rec['name']}, tenant {rec['tenant']}"
+                  f"{', user ' + rec['user'] if rec['user'] else ''})\n{key}\nStore it now: it is not shown again.")
+    elif args.keys_cmd == "list":
+        rows = store.list_keys(include_revoked=args.all)
+        for r in rows:
+            r["created"] = datetime.fromtimestamp(r["created_at"], UTC).strftime("%Y-%m-%d %H:%M")
+            r["revoked"] = "yes" if r["revoked_at"] else ""
+            r["prefix"] = r["prefix"] + "…"
+        if args.json:
+            for r in rows:
+                print(orjson.dumps({k: v for k, v in r.items() if k != "key_sha256"}).decode())
+        else:
+            print(_table(rows, ["id", "name", "tenant", "user", "prefix", "created", "revoked"]))
+    elif args.keys_cmd == "revoke":
+        n = store.revoke_key(args.key)
+        if not n:
+            raise SystemExit(f"no active key with id or name {args.key!r} (see `bastion keys list`)")
+        print(f"revoked {n} key(s); gateways stop accepting it within 5 seconds")
+    return 0
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    from bastion.store import open_store
+
+    store = open_store(_config(args).store.url)
+    if args.id:
+        rec = store.get_request(args.id)
+        if rec is None:
+            raise SystemExit(f"no logged request with id {args.id!r}")
+        print(orjson.dumps(rec, option=orjson.OPT_INDENT_2).decode())
+        return 0
+    filters = {"tenant": args.tenant, "user": args.user, "session": args.session, "alias": args.model,
+               "deployment": args.deployment, "status": args.status}
+    rows = store.query_requests(filters=filters, since=_since(args.since) if args.since else None,
+                                errors_only=args.errors, limit=args.limit)
+    if args.json:
+        for r in rows:
+            if not args.bodies:
+                r.pop("request", None)
+                r.pop("response", None)
+            sys.stdout.write(orjson.dumps(r).decode() + "\n")
+        return 0
+    for r in rows:
+        r["time"] = datetime.fromtimestamp(r["received_at"], UTC).strftime("%Y-%m-%d %H:%M:%S")
+        r["tokens"] = f"{r['prompt_tokens'] or 0}/{r['completion_tokens'] or 0}"
+        r["ms"] = f"{r['latency_ms']:.0f}" if r["latency_ms"] is not None else ""
+        r["ttft"] = f"{r['ttft_ms']:.0f}" if r["ttft_ms"] is not None else ""
+        r["kind"] = r["endpoint"] + ("/stream" if r["stream"] else "")
+        r["error"] = (r["error_code"] or "")
+    print(_table(rows, ["id", "time", "tenant", "user", "alias", "deployment", "kind", "status", "tokens",
+                        "ttft", "ms", "error"]))
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from bastion.replay import replay
+
+    result = asyncio.run(replay(_config(args), args.id))
+    if args.json:
+        print(orjson.dumps(result.as_dict(), option=orjson.OPT_INDENT_2).decode())
+        return 0
+    o = result.original
+    print(f"replayed {o['id']} → {result.replay_id} on deployment {o['deployment']}")
+    print(f"  model        {o.get('served_model')} → {result.replay_model}")
+    print(f"  fingerprint  {o.get('system_fingerprint')} → {result.replay_fingerprint}")
+    if result.identical:
+        print("  output       identical")
+    else:
+        print("  output       differs:\n")
+        print(result.diff())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="bastion", description="Bastion: a production gateway for LLMs.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    def with_config(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        sp.add_argument("--config", "-c", help="bastion.yaml (default: $BASTION_CONFIG, ./bastion.yaml, embedded)")
+        return sp
+
+    s = with_config(sub.add_parser("serve", help="run the gateway"))
+    s.add_argument("--host")
+    s.add_argument("--port", type=int)
+    s.set_defaults(fn=cmd_serve)
+
+    s = sub.add_parser("sim", help="run the upstream simulator (see docs/simulator.md)", add_help=False)
+    s.set_defaults(fn=None)
+
+    s = sub.add_parser("demo", help="run the simulator and the gateway on embedded defaults")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--sim-port", type=int, default=8001)
+    s.set_defaults(fn=cmd_demo)
+
+    s = sub.add_parser("config", help="configuration tools")
+    csub = s.add_subparsers(dest="config_cmd", required=True)
+    c = csub.add_parser("check", help="validate a config file and report errors with their line")
+    c.add_argument("path", nargs="?")
+    c.set_defaults(fn=cmd_config_check)
+
+    s = sub.add_parser("keys", help="create, list and revoke virtual keys")
+    ksub = s.add_subparsers(dest="keys_cmd", required=True)
+    k = with_config(ksub.add_parser("create", help="create a key (shown once)"))
+    k.add_argument("--tenant", default="default")
+    k.add_argument("--user")
+    k.add_argument("--name")
+    k.add_argument("--json", action="store_true")
+    k.set_defaults(fn=cmd_keys)
+    k = with_config(ksub.add_parser("list", help="list keys"))
+    k.add_argument("--all", action="store_true", help="include revoked keys")
+    k.add_argument("--json", action="store_true")
+    k.set_defaults(fn=cmd_keys)
+    k = with_config(ksub.add_parser("revoke", help="revoke a key by id or name"))
+    k.add_argument("key")
+    k.set_defaults(fn=cmd_keys)
+
+    s = with_config(sub.add_parser("logs", help="print logged requests, newest first"))
+    s.add_argument("--id", help="print one full record as JSON")
+    s.add_argument("--tenant")
+    s.add_argument("--user")
+    s.add_argument("--session")
+    s.add_argument("--model", help="requested alias")
+    s.add_argument("--deployment")
+    s.add_argument("--status", type=int)
+    s.add_argument("--errors", action="store_true", help="only status >= 400")
+    s.add_argument("--since", help="30m, 2h, 7d or an ISO time")
+    s.add_argument("--limit", type=int, default=50)
+    s.add_argument("--json", action="store_true", help="JSON lines")
+    s.add_argument("--bodies", action="store_true", help="with --json: include request and response bodies")
+    s.set_defaults(fn=cmd_logs)
+
+    s = with_config(sub.add_parser("replay", help="re-send a logged request to its deployment and diff the outputs"))
+    s.add_argument("id")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_replay)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "sim":
+        from bastion.sim.server import main as sim_main
+
+        return sim_main(argv[1:]) or 0
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.fn(args) or 0)
+    except ConfigError as e:
+        print("configuration errors:\n  " + "\n  ".join(e.problems), file=sys.stderr)
+        return 2
+    except BastionError as e:
+        print(f"error: {e.message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

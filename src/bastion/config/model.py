@@ -1,0 +1,141 @@
+"""The configuration model: one YAML file (``bastion.yaml``) validated into these types."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+ProviderType = Literal["openai", "anthropic", "azure", "sim"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerConfig(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    max_body_bytes: int = Field(10 * 1024 * 1024, gt=0, description="requests larger than this get a 413")
+    require_key: bool = Field(True, description="reject requests without a valid virtual key")
+
+
+class StoreConfig(_Strict):
+    url: str = "sqlite:///.bastion/bastion.db"
+    flush_interval_ms: int = Field(200, ge=1, le=60_000, description="a crash loses at most this window")
+    batch_size: int = Field(500, ge=1, le=100_000)
+    queue_size: int = Field(20_000, ge=1, description="records held in memory before spilling to disk")
+    spill_path: str | None = None
+    log_bodies: bool = Field(True, description="store full request and response bodies")
+    redact_keys: tuple[str, ...] = Field(
+        (), description="JSON keys whose values are replaced by '[redacted]' in stored bodies"
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, v: str) -> str:
+        if not v.startswith("sqlite:///"):
+            raise ValueError("store.url must look like sqlite:///path/to/bastion.db (PostgreSQL comes later)")
+        return v
+
+    @property
+    def sqlite_path(self) -> str:
+        return self.url[len("sqlite:///") :]
+
+
+class StateConfig(_Strict):
+    url: str = "memory://"
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, v: str) -> str:
+        if v != "memory://":
+            raise ValueError("state.url must be memory:// (Redis support comes with replicas)")
+        return v
+
+
+class ProviderConfig(_Strict):
+    type: ProviderType
+    base_url: str | None = None
+    api_key_env: str | None = Field(None, description="name of the environment variable holding the key")
+    api_version: str | None = Field(None, description="Azure OpenAI api-version; Anthropic anthropic-version")
+    headers: dict[str, str] = Field(default_factory=dict)
+    connect_timeout_s: float = Field(10.0, gt=0)
+    read_timeout_s: float = Field(600.0, gt=0, description="longest silence from the upstream")
+    max_connections: int = Field(1000, ge=1)
+
+    @model_validator(mode="after")
+    def _needs(self) -> ProviderConfig:
+        if self.type in ("azure", "sim") and not self.base_url:
+            raise ValueError(f"a provider of type {self.type!r} needs base_url")
+        if self.base_url and not self.base_url.startswith(("http://", "https://")):
+            raise ValueError("base_url must start with http:// or https://")
+        return self
+
+
+class DeploymentConfig(_Strict):
+    provider: str
+    model: str = Field(description="the exact upstream model id (or Azure deployment name) this alias is pinned to")
+    name: str | None = Field(None, description="defaults to provider/model")
+    weight: float = Field(1.0, gt=0)
+
+    @property
+    def id(self) -> str:
+        return self.name or f"{self.provider}/{self.model}"
+
+
+class ModelConfig(_Strict):
+    kind: Literal["chat", "embedding"] = "chat"
+    deployments: tuple[DeploymentConfig, ...] = Field(min_length=1)
+    description: str | None = None
+
+
+class TenantConfig(_Strict):
+    description: str | None = None
+
+
+class StaticKeyConfig(_Strict):
+    """A key defined in config rather than created with ``bastion keys create``."""
+
+    name: str
+    tenant: str
+    user: str | None = None
+    key_env: str | None = Field(None, description="environment variable holding the plaintext key")
+    key_sha256: str | None = Field(None, description="hex sha256 of the key")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> StaticKeyConfig:
+        if (self.key_env is None) == (self.key_sha256 is None):
+            raise ValueError("give exactly one of key_env or key_sha256")
+        return self
+
+
+class BastionConfig(_Strict):
+    server: ServerConfig = ServerConfig()
+    store: StoreConfig = StoreConfig()
+    state: StateConfig = StateConfig()
+    providers: dict[str, ProviderConfig] = Field(default_factory=dict)
+    models: dict[str, ModelConfig] = Field(default_factory=dict)
+    tenants: dict[str, TenantConfig] = Field(default_factory=lambda: {"default": TenantConfig()})
+    keys: tuple[StaticKeyConfig, ...] = ()
+
+    @model_validator(mode="after")
+    def _references(self) -> BastionConfig:
+        problems = []
+        for alias, m in self.models.items():
+            seen: set[str] = set()
+            for i, d in enumerate(m.deployments):
+                if d.provider not in self.providers:
+                    known = ", ".join(sorted(self.providers)) or "none defined"
+                    problems.append(
+                        f"models.{alias}.deployments.{i}.provider: unknown provider {d.provider!r} (known: {known})"
+                    )
+                if d.id in seen:
+                    problems.append(f"models.{alias}.deployments.{i}: duplicate deployment {d.id!r}; give it a name")
+                seen.add(d.id)
+        for i, k in enumerate(self.keys):
+            if k.tenant not in self.tenants:
+                problems.append(f"keys.{i}.tenant: unknown tenant {k.tenant!r}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self

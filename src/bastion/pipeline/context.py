@@ -1,0 +1,142 @@
+"""The request context: what flows through the pipeline, and becomes one row of the request log."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from bastion.errors import BastionError
+from bastion.keys import KeyInfo
+
+# Parameters worth their own place in the log (the full request is stored too).
+SAMPLING_PARAMS = (
+    "temperature", "top_p", "top_k", "max_tokens", "max_completion_tokens", "seed", "n", "stop",
+    "stop_sequences", "presence_penalty", "frequency_penalty", "logprobs", "top_logprobs", "response_format",
+    "tool_choice", "parallel_tool_calls", "reasoning_effort", "logit_bias", "dimensions", "encoding_format",
+)
+
+
+def new_request_id() -> str:
+    return "req_" + uuid.uuid4().hex
+
+
+@dataclass(slots=True)
+class Attempt:
+    deployment: str
+    started_at: float
+    first_byte_at: float | None = None
+    ended_at: float | None = None
+    outcome: str = "pending"  # ok | error | client_closed
+    status: int | None = None
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "deployment": self.deployment,
+            "started_at": self.started_at,
+            "first_byte_at": self.first_byte_at,
+            "ended_at": self.ended_at,
+            "outcome": self.outcome,
+            "status": self.status,
+            "error": self.error,
+        }
+
+
+@dataclass(slots=True)
+class RequestContext:
+    endpoint: str  # chat | messages | embeddings
+    dialect: str  # openai | anthropic
+    request_id: str = field(default_factory=new_request_id)
+    received_at: float = field(default_factory=time.time)
+    t0: float = field(default_factory=time.perf_counter)
+    key: KeyInfo | None = None
+    user: str | None = None
+    session: str | None = None
+    alias: str | None = None
+    body: dict[str, Any] | None = None
+    stream: bool = False
+    deployment: str | None = None
+    provider: str | None = None
+    upstream_model: str | None = None
+    served_model: str | None = None
+    system_fingerprint: str | None = None
+    first_byte_at: float | None = None
+    done_at: float | None = None
+    status: int = 200
+    error_code: str | None = None
+    error_message: str | None = None
+    finish_reason: str | None = None
+    usage: dict[str, int] = field(default_factory=dict)
+    response: Any = None
+    attempts: list[Attempt] = field(default_factory=list)
+
+    def now(self) -> float:
+        """Wall-clock time derived from the monotonic clock (consistent within the request)."""
+        return self.received_at + (time.perf_counter() - self.t0)
+
+    def mark_first_byte(self) -> None:
+        if self.first_byte_at is None:
+            self.first_byte_at = self.now()
+
+    def fail(self, err: BastionError) -> None:
+        self.status = err.status
+        self.error_code = err.code
+        self.error_message = err.message
+
+    @property
+    def ttft_ms(self) -> float | None:
+        return None if self.first_byte_at is None else (self.first_byte_at - self.received_at) * 1000
+
+    @property
+    def latency_ms(self) -> float | None:
+        return None if self.done_at is None else (self.done_at - self.received_at) * 1000
+
+    def to_record(self, *, log_bodies: bool = True, redact_keys: tuple[str, ...] = ()) -> dict[str, Any]:
+        body = self.body if isinstance(self.body, dict) else None
+        params = {k: body[k] for k in SAMPLING_PARAMS if body is not None and k in body}
+        request = response = None
+        if log_bodies:
+            request = _redact(body, redact_keys) if redact_keys else body
+            response = _redact(self.response, redact_keys) if redact_keys else self.response
+        return {
+            "id": self.request_id,
+            "received_at": self.received_at,
+            "first_byte_at": self.first_byte_at,
+            "done_at": self.done_at,
+            "tenant": self.key.tenant if self.key else None,
+            "user": self.user,
+            "session": self.session,
+            "key_id": self.key.key_id if self.key else None,
+            "endpoint": self.endpoint,
+            "dialect": self.dialect,
+            "alias": self.alias,
+            "deployment": self.deployment,
+            "provider": self.provider,
+            "upstream_model": self.upstream_model,
+            "served_model": self.served_model,
+            "system_fingerprint": self.system_fingerprint,
+            "stream": self.stream,
+            "params": params,
+            "request": request,
+            "response": response,
+            "status": self.status,
+            "error_code": self.error_code,
+            "error_message": self.error_message,
+            "finish_reason": self.finish_reason,
+            "prompt_tokens": self.usage.get("prompt_tokens"),
+            "completion_tokens": self.usage.get("completion_tokens"),
+            "total_tokens": self.usage.get("total_tokens"),
+            "ttft_ms": self.ttft_ms,
+            "latency_ms": self.latency_ms,
+            "attempts": [a.as_dict() for a in self.attempts],
+        }
+
+
+def _redact(value: Any, keys: tuple[str, ...]) -> Any:
+    if isinstance(value, dict):
+        return {k: ("[redacted]" if k in keys else _redact(v, keys)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact(v, keys) for v in value]
+    return value

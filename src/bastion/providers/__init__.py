@@ -1,0 +1,5 @@
+from .adapters import build_provider
+from .base import Dialect, Provider
+from .sse import SSEEvent, iter_sse
+
+__all__ = ["Dialect", "Provider", "SSEEvent", "build_provider", "iter_sse"]

@@ -1,0 +1,142 @@
+"""One adapter per upstream protocol, behind one small interface.
+
+A provider knows how to reach its upstream (URL, auth headers) and which dialect it speaks; it knows
+nothing of routing, logging or translation. ``post`` returns the open response or raises a
+``bastion.errors`` exception that says what went wrong.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Literal
+
+import aiohttp
+import orjson
+
+from bastion.config.model import ProviderConfig
+from bastion.errors import UnsupportedParameter, UpstreamError, UpstreamTimeout, UpstreamUnavailable
+
+Dialect = Literal["openai", "anthropic"]
+
+# Response headers from upstreams worth keeping for the client.
+_KEEP_HEADERS = ("retry-after", "retry-after-ms")
+
+
+def _error_message(body: bytes) -> tuple[str, str | None]:
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        text = body[:300].decode("utf-8", "replace").strip()
+        return (text or "(empty body)"), None
+    err = data.get("error") if isinstance(data, dict) else None
+    if isinstance(err, dict):
+        code = err.get("code") or err.get("type")
+        return str(err.get("message") or err), (str(code) if code else None)
+    if isinstance(err, str):
+        return err, None
+    return str(data)[:300], None
+
+
+class Provider:
+    dialect: Dialect = "openai"
+    default_base_url = ""
+
+    def __init__(self, name: str, config: ProviderConfig) -> None:
+        self.name = name
+        self.config = config
+        self.base_url = (config.base_url or self.default_base_url).rstrip("/")
+        self._session: aiohttp.ClientSession | None = None
+
+    # ---- per-provider details ----------------------------------------------------------------
+    def chat_url(self, model: str) -> str:
+        raise NotImplementedError
+
+    def embeddings_url(self, model: str) -> str:
+        raise UnsupportedParameter(f"provider {self.name!r} ({self.config.type}) does not serve embeddings")
+
+    def auth_headers(self, key: str | None) -> dict[str, str]:
+        raise NotImplementedError
+
+    # ---- shared machinery --------------------------------------------------------------------
+    def api_key(self) -> str | None:
+        env = self.config.api_key_env
+        if env is None:
+            return None
+        key = os.environ.get(env)
+        if not key:
+            raise UpstreamError(
+                f"provider {self.name!r} needs an API key: set the environment variable {env}",
+                status=503,
+                code="provider_key_missing",
+            )
+        return key
+
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(
+                limit=self.config.max_connections, limit_per_host=self.config.max_connections, ttl_dns_cache=300
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=aiohttp.ClientTimeout(
+                    total=None, connect=self.config.connect_timeout_s, sock_read=self.config.read_timeout_s
+                ),
+                read_bufsize=1 << 20,
+                max_line_size=1 << 24,
+                max_field_size=1 << 16,
+                auto_decompress=True,
+                skip_auto_headers=("User-Agent",),
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def post(self, url: str, body: bytes, *, deployment: str) -> aiohttp.ClientResponse:
+        headers = {"content-type": "application/json", "user-agent": "bastion/0.1"}
+        headers.update(self.auth_headers(self.api_key()))
+        headers.update(self.config.headers)
+        try:
+            resp = await self.session().post(url, data=body, headers=headers)
+        except asyncio.TimeoutError:
+            raise UpstreamTimeout(f"deployment {deployment!r} did not answer in time ({url})") from None
+        except aiohttp.ClientConnectorError as e:
+            raise UpstreamUnavailable(f"could not connect to deployment {deployment!r} at {url}: {e.os_error}") from None
+        except (aiohttp.ClientError, OSError) as e:
+            raise UpstreamUnavailable(
+                f"deployment {deployment!r} dropped the connection before answering: {type(e).__name__}"
+            ) from None
+        if resp.status >= 400:
+            try:
+                body_bytes = await resp.read()
+            except (aiohttp.ClientError, asyncio.TimeoutError):
+                body_bytes = b""
+            finally:
+                resp.release()
+            raise self.map_error(resp.status, resp.headers, body_bytes, deployment)
+        return resp
+
+    def map_error(self, status: int, headers: "aiohttp.typedefs.LooseHeaders", body: bytes, deployment: str) -> UpstreamError:
+        message, code = _error_message(body)
+        keep = {h: headers[h] for h in _KEEP_HEADERS if h in headers}  # type: ignore[index,operator]
+        if status in (401, 403):
+            env = self.config.api_key_env or "its api_key_env"
+            return UpstreamError(
+                f"deployment {deployment!r} rejected Bastion's provider credentials ({status}): {message}. "
+                f"Check the key in {env}.",
+                status=502,
+                code="upstream_auth_failed",
+                upstream_status=status,
+            )
+        retryable = status in (408, 409, 429) or status >= 500
+        client_status = status if 400 <= status < 600 else 502
+        return UpstreamError(
+            f"deployment {deployment!r} answered {status}: {message}",
+            status=client_status,
+            code=code or ("upstream_rate_limited" if status == 429 else "upstream_error"),
+            headers=keep,
+            upstream_status=status,
+            retryable=retryable,
+        )

@@ -1,0 +1,3 @@
+from .router import Deployment, Route, Router
+
+__all__ = ["Deployment", "Route", "Router"]

@@ -1,0 +1,91 @@
+"""The SQLite schema of the request log and the key table."""
+
+from __future__ import annotations
+
+SCHEMA_VERSION = 1
+
+# Columns of the request log, in insert order. JSON columns hold orjson-encoded text.
+REQUEST_COLUMNS: tuple[str, ...] = (
+    "id",
+    "received_at",
+    "first_byte_at",
+    "done_at",
+    "tenant",
+    "user",
+    "session",
+    "key_id",
+    "endpoint",
+    "dialect",
+    "alias",
+    "deployment",
+    "provider",
+    "upstream_model",
+    "served_model",
+    "system_fingerprint",
+    "stream",
+    "params",
+    "request",
+    "response",
+    "status",
+    "error_code",
+    "error_message",
+    "finish_reason",
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "ttft_ms",
+    "latency_ms",
+    "attempts",
+)
+
+JSON_COLUMNS = frozenset({"params", "request", "response", "attempts"})
+
+DDL = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS requests (
+    id TEXT PRIMARY KEY,
+    received_at REAL NOT NULL,
+    first_byte_at REAL,
+    done_at REAL,
+    tenant TEXT,
+    user TEXT,
+    session TEXT,
+    key_id TEXT,
+    endpoint TEXT NOT NULL,
+    dialect TEXT NOT NULL,
+    alias TEXT,
+    deployment TEXT,
+    provider TEXT,
+    upstream_model TEXT,
+    served_model TEXT,
+    system_fingerprint TEXT,
+    stream INTEGER NOT NULL DEFAULT 0,
+    params TEXT,
+    request TEXT,
+    response TEXT,
+    status INTEGER NOT NULL,
+    error_code TEXT,
+    error_message TEXT,
+    finish_reason TEXT,
+    prompt_tokens INTEGER,
+    completion_tokens INTEGER,
+    total_tokens INTEGER,
+    ttft_ms REAL,
+    latency_ms REAL,
+    attempts TEXT
+);
+CREATE INDEX IF NOT EXISTS requests_received ON requests (received_at);
+CREATE INDEX IF NOT EXISTS requests_tenant ON requests (tenant, received_at);
+CREATE INDEX IF NOT EXISTS requests_user ON requests (tenant, user, received_at);
+CREATE INDEX IF NOT EXISTS requests_session ON requests (session);
+CREATE TABLE IF NOT EXISTS api_keys (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    tenant TEXT NOT NULL,
+    user TEXT,
+    key_sha256 TEXT NOT NULL UNIQUE,
+    prefix TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    revoked_at REAL
+);
+"""

@@ -1,0 +1,164 @@
+"""SQLite (WAL) backend of the request log and key table.
+
+All methods are blocking; the gateway calls them only from the log writer thread or through
+``asyncio.to_thread``. Each thread gets its own connection.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from .schema import DDL, JSON_COLUMNS, REQUEST_COLUMNS, SCHEMA_VERSION
+
+_INSERT = (
+    f"INSERT OR REPLACE INTO requests ({', '.join(REQUEST_COLUMNS)}) "
+    f"VALUES ({', '.join('?' for _ in REQUEST_COLUMNS)})"
+)
+
+FILTERABLE = ("tenant", "user", "session", "alias", "deployment", "status", "endpoint", "key_id")
+
+
+def _encode(col: str, value: Any) -> Any:
+    if col in JSON_COLUMNS and value is not None:
+        return orjson.dumps(value).decode()
+    if isinstance(value, bool):
+        return int(value)
+    return value
+
+
+class SQLiteStore:
+    def __init__(self, path: str) -> None:
+        self.path = path
+        if path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        conn = self._conn()
+        conn.executescript(DDL)
+        conn.execute(
+            "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+        )
+        conn.commit()
+
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA busy_timeout=30000")
+            self._local.conn = conn
+        return conn
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    # ---- request log -------------------------------------------------------------------------
+    def write_requests(self, records: Sequence[dict[str, Any]]) -> None:
+        if not records:
+            return
+        rows = [tuple(_encode(c, r.get(c)) for c in REQUEST_COLUMNS) for r in records]
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.executemany(_INSERT, rows)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    @staticmethod
+    def _row(row: sqlite3.Row) -> dict[str, Any]:
+        out = dict(row)
+        for c in JSON_COLUMNS:
+            if out.get(c) is not None:
+                out[c] = orjson.loads(out[c])
+        out["stream"] = bool(out.get("stream"))
+        return out
+
+    def get_request(self, request_id: str) -> dict[str, Any] | None:
+        row = self._conn().execute("SELECT * FROM requests WHERE id = ?", (request_id,)).fetchone()
+        return self._row(row) if row else None
+
+    def query_requests(
+        self,
+        *,
+        filters: dict[str, Any] | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        errors_only: bool = False,
+        limit: int = 100,
+        newest_first: bool = True,
+    ) -> list[dict[str, Any]]:
+        where: list[str] = []
+        args: list[Any] = []
+        for k, v in (filters or {}).items():
+            if v is None:
+                continue
+            if k not in FILTERABLE:
+                raise ValueError(f"cannot filter on {k!r}; filterable: {', '.join(FILTERABLE)}")
+            where.append(f"{k} = ?")
+            args.append(v)
+        if since is not None:
+            where.append("received_at >= ?")
+            args.append(since)
+        if until is not None:
+            where.append("received_at < ?")
+            args.append(until)
+        if errors_only:
+            where.append("status >= 400")
+        sql = "SELECT * FROM requests"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += f" ORDER BY received_at {'DESC' if newest_first else 'ASC'} LIMIT ?"
+        args.append(int(limit))
+        return [self._row(r) for r in self._conn().execute(sql, args)]
+
+    def count_requests(self) -> int:
+        return int(self._conn().execute("SELECT COUNT(*) FROM requests").fetchone()[0])
+
+    # ---- keys --------------------------------------------------------------------------------
+    def insert_key(self, record: dict[str, Any]) -> None:
+        self._conn().execute(
+            "INSERT INTO api_keys (id, name, tenant, user, key_sha256, prefix, created_at, revoked_at) "
+            "VALUES (:id, :name, :tenant, :user, :key_sha256, :prefix, :created_at, NULL)",
+            record,
+        )
+
+    def find_key(self, key_sha256: str) -> dict[str, Any] | None:
+        row = self._conn().execute("SELECT * FROM api_keys WHERE key_sha256 = ?", (key_sha256,)).fetchone()
+        return dict(row) if row else None
+
+    def list_keys(self, include_revoked: bool = False) -> list[dict[str, Any]]:
+        sql = "SELECT * FROM api_keys"
+        if not include_revoked:
+            sql += " WHERE revoked_at IS NULL"
+        return [dict(r) for r in self._conn().execute(sql + " ORDER BY created_at")]
+
+    def revoke_key(self, key_id_or_name: str) -> int:
+        cur = self._conn().execute(
+            "UPDATE api_keys SET revoked_at = ? WHERE (id = ? OR name = ?) AND revoked_at IS NULL",
+            (time.time(), key_id_or_name, key_id_or_name),
+        )
+        return cur.rowcount
+
+
+def open_store(url: str) -> SQLiteStore:
+    if url.startswith("sqlite:///"):
+        return SQLiteStore(url[len("sqlite:///") :])
+    raise ValueError(f"unsupported store url {url!r}; use sqlite:///path.db")
+
+
+def iter_chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]

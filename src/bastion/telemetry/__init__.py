@@ -1,0 +1,3 @@
+from .metrics import Metrics
+
+__all__ = ["Metrics"]

@@ -1,0 +1,46 @@
+"""Prometheus metrics of the gateway, on a registry of its own (one per app instance)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "bastion_requests", "Requests answered, by endpoint, alias, deployment and HTTP status",
+            ["endpoint", "model", "deployment", "status"], registry=r,
+        )
+        self.errors = Counter(
+            "bastion_errors", "Requests that ended in an error, by stable error code",
+            ["endpoint", "model", "code"], registry=r,
+        )
+        self.latency = Histogram(
+            "bastion_request_duration_seconds", "Total time from request received to last byte sent",
+            ["endpoint", "model", "stream"], buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.ttft = Histogram(
+            "bastion_time_to_first_token_seconds", "Time from request received to the first upstream token",
+            ["endpoint", "model"], buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.tokens = Counter(
+            "bastion_tokens", "Tokens reported by upstreams", ["model", "kind"], registry=r,
+        )
+        self.attempts = Counter(
+            "bastion_upstream_attempts", "Upstream attempts by deployment and outcome",
+            ["deployment", "outcome"], registry=r,
+        )
+        self.inflight = Gauge("bastion_inflight_requests", "Requests being served now", registry=r)
+        self.log_written = Counter("bastion_log_records_written", "Request-log records committed", registry=r)
+        self.log_queue = Gauge("bastion_log_queue_depth", "Request-log records waiting to be committed", registry=r)
+
+    def on_flush(self, written: int, pending: int) -> None:
+        self.log_written.inc(written)
+        self.log_queue.set(pending)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

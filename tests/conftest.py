@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.procs import Proc, create_key, start_gateway, start_sim, write_config
+
+
+@dataclass
+class Stack:
+    sim: Proc
+    gateway: Proc
+    config: Path
+    store: Path
+    key: str
+    acme_key: str
+
+    @property
+    def base(self) -> str:
+        return self.gateway.url
+
+    def rows(self, where: str = "1=1", args: tuple = ()) -> list[sqlite3.Row]:
+        conn = sqlite3.connect(self.store)
+        conn.row_factory = sqlite3.Row
+        try:
+            return conn.execute(f"SELECT * FROM requests WHERE {where}", args).fetchall()
+        finally:
+            conn.close()
+
+
+@pytest.fixture(scope="session")
+def sim() -> Iterator[Proc]:
+    proc = start_sim()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="session")
+def stack(sim: Proc, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    d = tmp_path_factory.mktemp("stack")
+    store = d / "bastion.db"
+    config = write_config(d / "bastion.yaml", sim.url, store=store)
+    key = create_key(config)
+    acme = create_key(config, tenant="acme", user="alice")
+    gw = start_gateway(config)
+    yield Stack(sim, gw, config, store, key, acme)
+    gw.stop()
