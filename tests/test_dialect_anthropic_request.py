@@ -52,7 +52,12 @@ def test_minimal_and_scalars():
 
 def test_system_blocks_joined():
     out = messages_request_to_chat(
-        anth(system=[{"type": "text", "text": "a"}, {"type": "text", "text": "b", "cache_control": {"type": "ephemeral"}}])
+        anth(
+            system=[
+                {"type": "text", "text": "a"},
+                {"type": "text", "text": "b", "cache_control": {"type": "ephemeral"}},
+            ]
+        )
     )
     assert out["messages"][0] == {"role": "system", "content": "a\n\nb"}
 
@@ -78,7 +83,11 @@ def test_images_base64_and_url():
 
 def test_documents():
     content = [
-        {"type": "document", "title": "T", "source": {"type": "text", "media_type": "text/plain", "data": "body"}},
+        {
+            "type": "document",
+            "title": "T",
+            "source": {"type": "text", "media_type": "text/plain", "data": "body"},
+        },
         {"type": "document", "source": {"type": "content", "content": [{"type": "text", "text": "x"}]}},
         {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBE"}},
     ]
@@ -86,13 +95,19 @@ def test_documents():
     assert out["messages"][0]["content"] == [
         {"type": "text", "text": "[document: T]\nbody"},
         {"type": "text", "text": "x"},
-        {"type": "file", "file": {"file_data": "data:application/pdf;base64,JVBE", "filename": "document.pdf"}},
+        {
+            "type": "file",
+            "file": {"file_data": "data:application/pdf;base64,JVBE", "filename": "document.pdf"},
+        },
     ]
     with pytest.raises(UnsupportedParameter) as exc:
         messages_request_to_chat(
             anth(
                 messages=[
-                    {"role": "user", "content": [{"type": "document", "source": {"type": "url", "url": "https://x"}}]}
+                    {
+                        "role": "user",
+                        "content": [{"type": "document", "source": {"type": "url", "url": "https://x"}}],
+                    }
                 ]
             )
         )
@@ -115,7 +130,12 @@ def test_tool_use_and_results_with_mixed_text():
             "role": "user",
             "content": [
                 {"type": "tool_result", "tool_use_id": "toolu_1", "content": "sunny"},
-                {"type": "tool_result", "tool_use_id": "toolu_2", "content": [{"type": "text", "text": "boom"}], "is_error": True},
+                {
+                    "type": "tool_result",
+                    "tool_use_id": "toolu_2",
+                    "content": [{"type": "text", "text": "boom"}],
+                    "is_error": True,
+                },
                 {"type": "text", "text": "thanks"},
             ],
         },
@@ -127,7 +147,11 @@ def test_tool_use_and_results_with_mixed_text():
             "role": "assistant",
             "content": "Checking.",
             "tool_calls": [
-                {"id": "toolu_1", "type": "function", "function": {"name": "get", "arguments": '{"city":"Paris","n":[1,2]}'}},
+                {
+                    "id": "toolu_1",
+                    "type": "function",
+                    "function": {"name": "get", "arguments": '{"city":"Paris","n":[1,2]}'},
+                },
                 {"id": "toolu_2", "type": "function", "function": {"name": "get", "arguments": "{}"}},
             ],
         },
@@ -166,7 +190,10 @@ def test_tool_result_image_moves_to_user_message():
                     "tool_use_id": "t1",
                     "content": [
                         {"type": "text", "text": "screenshot"},
-                        {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "QQ"}},
+                        {
+                            "type": "image",
+                            "source": {"type": "base64", "media_type": "image/png", "data": "QQ"},
+                        },
                     ],
                 }
             ],
@@ -189,13 +216,18 @@ def test_tools_and_tool_choice_variants():
     tools = [{"name": "f", "description": "d", "input_schema": {"type": "object", "properties": {}}}]
     out = messages_request_to_chat(anth(tools=tools, tool_choice={"type": "auto"}))
     assert out["tools"] == [
-        {"type": "function", "function": {"name": "f", "description": "d", "parameters": {"type": "object", "properties": {}}}}
+        {
+            "type": "function",
+            "function": {"name": "f", "description": "d", "parameters": {"type": "object", "properties": {}}},
+        }
     ]
     assert out["tool_choice"] == "auto"
     assert "parallel_tool_calls" not in out
     assert messages_request_to_chat(anth(tool_choice={"type": "any"}))["tool_choice"] == "required"
     assert messages_request_to_chat(anth(tool_choice={"type": "none"}))["tool_choice"] == "none"
-    out = messages_request_to_chat(anth(tool_choice={"type": "tool", "name": "f", "disable_parallel_tool_use": True}))
+    out = messages_request_to_chat(
+        anth(tool_choice={"type": "tool", "name": "f", "disable_parallel_tool_use": True})
+    )
     assert out["tool_choice"] == {"type": "function", "function": {"name": "f"}}
     assert out["parallel_tool_calls"] is False
     with pytest.raises(UnsupportedParameter) as exc:
@@ -206,7 +238,10 @@ def test_tools_and_tool_choice_variants():
 def test_output_config_format():
     schema = {"type": "object", "properties": {"a": {"type": "string"}}}
     out = messages_request_to_chat(anth(output_config={"format": {"type": "json_schema", "schema": schema}}))
-    assert out["response_format"] == {"type": "json_schema", "json_schema": {"name": "output", "schema": schema}}
+    assert out["response_format"] == {
+        "type": "json_schema",
+        "json_schema": {"name": "output", "schema": schema},
+    }
 
 
 @pytest.mark.parametrize(
@@ -220,10 +255,22 @@ def test_output_config_format():
         ({"messages": []}, "messages"),
         ({"messages": [{"role": "bot", "content": "x"}]}, "messages[0].role"),
         ({"messages": [{"role": "user"}]}, "messages[0].content"),
+        ({"messages": [{"role": "user", "content": []}]}, "messages[0].content"),
         ({"messages": [{"role": "user", "content": [{"type": "audio"}]}]}, "messages[0].content[0].type"),
-        ({"messages": [{"role": "user", "content": [{"type": "text", "text": 3}]}]}, "messages[0].content[0].text"),
         (
-            {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": [{"type": "tool_use", "id": "x", "name": "f", "input": "{}"}]}]},
+            {"messages": [{"role": "user", "content": [{"type": "text", "text": 3}]}]},
+            "messages[0].content[0].text",
+        ),
+        (
+            {
+                "messages": [
+                    {"role": "user", "content": "a"},
+                    {
+                        "role": "assistant",
+                        "content": [{"type": "tool_use", "id": "x", "name": "f", "input": "{}"}],
+                    },
+                ]
+            },
             "messages[1].content[0].input",
         ),
         ({"tool_choice": {"type": "maybe"}}, "tool_choice.type"),
@@ -251,7 +298,11 @@ def test_messages_validation(patch, param):
 
 def test_chat_minimal_defaults():
     out = chat_request_to_messages(chat())
-    assert out == {"model": "gpt-x", "max_tokens": DEFAULT_MAX_TOKENS, "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]}
+    assert out == {
+        "model": "gpt-x",
+        "max_tokens": DEFAULT_MAX_TOKENS,
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}],
+    }
 
 
 def test_chat_scalars_and_dropped():
@@ -316,10 +367,25 @@ def test_chat_images():
         {"type": "image", "source": {"type": "url", "url": "https://x.test/i.png"}},
     ]
     with pytest.raises(InvalidRequest) as exc:
-        chat_request_to_messages(chat(messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "ftp://x"}}]}]))
+        chat_request_to_messages(
+            chat(
+                messages=[
+                    {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "ftp://x"}}]}
+                ]
+            )
+        )
     assert exc.value.param == "messages[0].content[0].image_url.url"
     with pytest.raises(InvalidRequest):
-        chat_request_to_messages(chat(messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png,raw"}}]}]))
+        chat_request_to_messages(
+            chat(
+                messages=[
+                    {
+                        "role": "user",
+                        "content": [{"type": "image_url", "image_url": {"url": "data:image/png,raw"}}],
+                    }
+                ]
+            )
+        )
 
 
 def test_chat_tool_calls_and_results():
@@ -361,7 +427,10 @@ def test_chat_tool_calls_and_results():
 def test_chat_invalid_arguments():
     messages = [
         {"role": "user", "content": "q"},
-        {"role": "assistant", "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{bad"}}]},
+        {
+            "role": "assistant",
+            "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{bad"}}],
+        },
     ]
     with pytest.raises(InvalidRequest) as exc:
         chat_request_to_messages(chat(messages=messages))
@@ -372,7 +441,9 @@ def test_chat_invalid_arguments():
 
 
 def test_chat_tools_and_choice():
-    tools = [{"type": "function", "function": {"name": "f", "description": "d", "parameters": {"type": "object"}}}]
+    tools = [
+        {"type": "function", "function": {"name": "f", "description": "d", "parameters": {"type": "object"}}}
+    ]
     out = chat_request_to_messages(chat(tools=tools, tool_choice="required", parallel_tool_calls=False))
     assert out["tools"] == [{"name": "f", "description": "d", "input_schema": {"type": "object"}}]
     assert out["tool_choice"] == {"type": "any", "disable_parallel_tool_use": True}
@@ -381,7 +452,9 @@ def test_chat_tools_and_choice():
         "disable_parallel_tool_use": True,
     }
     assert chat_request_to_messages(chat(tool_choice="auto"))["tool_choice"] == {"type": "auto"}
-    assert chat_request_to_messages(chat(tool_choice="none", parallel_tool_calls=False))["tool_choice"] == {"type": "none"}
+    assert chat_request_to_messages(chat(tool_choice="none", parallel_tool_calls=False))["tool_choice"] == {
+        "type": "none"
+    }
     named = chat_request_to_messages(chat(tool_choice={"type": "function", "function": {"name": "f"}}))
     assert named["tool_choice"] == {"type": "tool", "name": "f"}
     no_params = chat_request_to_messages(chat(tools=[{"type": "function", "function": {"name": "g"}}]))
@@ -404,10 +477,16 @@ def test_chat_response_format():
 
 
 def test_chat_pdf_file():
-    content = [{"type": "file", "file": {"file_data": "data:application/pdf;base64,JVBE", "filename": "a.pdf"}}]
+    content = [
+        {"type": "file", "file": {"file_data": "data:application/pdf;base64,JVBE", "filename": "a.pdf"}}
+    ]
     out = chat_request_to_messages(chat(messages=[{"role": "user", "content": content}]))
     assert out["messages"][0]["content"] == [
-        {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBE"}, "title": "a.pdf"}
+        {
+            "type": "document",
+            "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBE"},
+            "title": "a.pdf",
+        }
     ]
 
 
@@ -421,8 +500,16 @@ def test_chat_pdf_file():
         ({"max_tokens": -1}, "max_tokens", InvalidRequest),
         ({"messages": {}}, "messages", InvalidRequest),
         ({"messages": [{"role": "system", "content": "only system"}]}, "messages", InvalidRequest),
-        ({"messages": [{"role": "function", "content": "x", "name": "f"}]}, "messages[0].role", UnsupportedParameter),
-        ({"messages": [{"role": "user", "content": [{"type": "input_audio"}]}]}, "messages[0].content[0].type", UnsupportedParameter),
+        (
+            {"messages": [{"role": "function", "content": "x", "name": "f"}]},
+            "messages[0].role",
+            UnsupportedParameter,
+        ),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "input_audio"}]}]},
+            "messages[0].content[0].type",
+            UnsupportedParameter,
+        ),
         ({"messages": [{"role": "tool", "content": "x"}]}, "messages[0].tool_call_id", InvalidRequest),
         ({"tool_choice": "sometimes"}, "tool_choice", InvalidRequest),
         ({"tools": [{"type": "custom", "custom": {"name": "x"}}]}, "tools[0].type", UnsupportedParameter),
@@ -449,11 +536,32 @@ def test_sdk_param_shapes():
 
     messages = [
         {"role": "user", "content": "weather?"},
-        {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "get", "input": {"c": 1}}]},
-        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "sunny"}, {"type": "text", "text": "ok"}]},
+        {
+            "role": "assistant",
+            "content": [{"type": "tool_use", "id": "toolu_1", "name": "get", "input": {"c": 1}}],
+        },
+        {
+            "role": "user",
+            "content": [
+                {"type": "tool_result", "tool_use_id": "toolu_1", "content": "sunny"},
+                {"type": "text", "text": "ok"},
+            ],
+        },
     ]
     out = messages_request_to_chat(anth(messages=messages))
     chat_adapter = TypeAdapter(list[ChatCompletionMessageParam])
     chat_adapter.validate_python(out["messages"])
     back = chat_request_to_messages(out)
     TypeAdapter(list[MessageParam]).validate_python(back["messages"])
+
+
+def test_huge_integer_tool_input():
+    messages = [
+        {"role": "user", "content": "go"},
+        {
+            "role": "assistant",
+            "content": [{"type": "tool_use", "id": "t", "name": "f", "input": {"n": 2**70}}],
+        },
+    ]
+    out = messages_request_to_chat(anth(messages=messages))
+    assert out["messages"][1]["tool_calls"][0]["function"]["arguments"] == '{"n":1180591620717411303424}'

@@ -30,7 +30,14 @@ def chat_completion(**kw):
         "object": "chat.completion",
         "created": 1,
         "model": "gpt-x",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hi"}, "finish_reason": "stop", "logprobs": None}],
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "Hi"},
+                "finish_reason": "stop",
+                "logprobs": None,
+            }
+        ],
         "usage": {"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15},
     }
     resp.update(kw)
@@ -59,7 +66,9 @@ def test_tool_use_response():
     openai.types.chat.ChatCompletion.model_validate(out)
     msg = out["choices"][0]["message"]
     assert msg["content"] == "Calling. Done."
-    assert msg["tool_calls"] == [{"id": "toolu_1", "type": "function", "function": {"name": "get", "arguments": '{"q":"x"}'}}]
+    assert msg["tool_calls"] == [
+        {"id": "toolu_1", "type": "function", "function": {"name": "get", "arguments": '{"q":"x"}'}}
+    ]
     assert msg["reasoning_content"] == "let me think"
     assert out["choices"][0]["finish_reason"] == "tool_calls"
     only_tool = messages_response_to_chat(anthropic_message(content=content[2:3], stop_reason="tool_use"))
@@ -79,11 +88,19 @@ def test_tool_use_response():
     ],
 )
 def test_stop_reason_mapping(stop, finish):
-    assert messages_response_to_chat(anthropic_message(stop_reason=stop))["choices"][0]["finish_reason"] == finish
+    assert (
+        messages_response_to_chat(anthropic_message(stop_reason=stop))["choices"][0]["finish_reason"]
+        == finish
+    )
 
 
 def test_usage_with_cache_tokens():
-    usage = {"input_tokens": 10, "output_tokens": 7, "cache_read_input_tokens": 100, "cache_creation_input_tokens": 20}
+    usage = {
+        "input_tokens": 10,
+        "output_tokens": 7,
+        "cache_read_input_tokens": 100,
+        "cache_creation_input_tokens": 20,
+    }
     out = messages_response_to_chat(anthropic_message(usage=usage))
     assert out["usage"] == {
         "prompt_tokens": 130,
@@ -124,7 +141,12 @@ def test_chat_to_messages_tools_and_cached():
     }
     resp = chat_completion(
         choices=[{"index": 0, "message": message, "finish_reason": "tool_calls"}],
-        usage={"prompt_tokens": 50, "completion_tokens": 9, "total_tokens": 59, "prompt_tokens_details": {"cached_tokens": 30}},
+        usage={
+            "prompt_tokens": 50,
+            "completion_tokens": 9,
+            "total_tokens": 59,
+            "prompt_tokens_details": {"cached_tokens": 30},
+        },
     )
     out = chat_response_to_messages(resp)
     anthropic.types.Message.model_validate(out)
@@ -133,12 +155,24 @@ def test_chat_to_messages_tools_and_cached():
         {"type": "tool_use", "id": "call_2", "name": "g", "input": {"_raw_arguments": "not json"}},
     ]
     assert out["stop_reason"] == "tool_use"
-    assert out["usage"] == {"input_tokens": 20, "output_tokens": 9, "cache_read_input_tokens": 30, "cache_creation_input_tokens": 0}
+    assert out["usage"] == {
+        "input_tokens": 20,
+        "output_tokens": 9,
+        "cache_read_input_tokens": 30,
+        "cache_creation_input_tokens": 0,
+    }
 
 
 @pytest.mark.parametrize(
     ("finish", "stop"),
-    [("stop", "end_turn"), ("length", "max_tokens"), ("tool_calls", "tool_use"), ("function_call", "tool_use"), ("content_filter", "refusal"), (None, "end_turn")],
+    [
+        ("stop", "end_turn"),
+        ("length", "max_tokens"),
+        ("tool_calls", "tool_use"),
+        ("function_call", "tool_use"),
+        ("content_filter", "refusal"),
+        (None, "end_turn"),
+    ],
 )
 def test_finish_reason_mapping(finish, stop):
     resp = chat_completion()
@@ -147,7 +181,15 @@ def test_finish_reason_mapping(finish, stop):
 
 
 def test_chat_refusal():
-    resp = chat_completion(choices=[{"index": 0, "message": {"role": "assistant", "content": None, "refusal": "no"}, "finish_reason": "stop"}])
+    resp = chat_completion(
+        choices=[
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": None, "refusal": "no"},
+                "finish_reason": "stop",
+            }
+        ]
+    )
     out = chat_response_to_messages(resp)
     assert out["content"] == [{"type": "text", "text": "no"}]
     assert out["stop_reason"] == "refusal"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import orjson
 import pytest
 from anthropic.types import RawMessageStreamEvent
 from openai.types.chat import ChatCompletionChunk
@@ -74,7 +75,16 @@ def test_messages_to_chat_stream():
     assert deltas == [
         {"content": "Hello"},
         {"content": "!"},
-        {"tool_calls": [{"index": 0, "id": "toolu_1", "type": "function", "function": {"name": "get", "arguments": ""}}]},
+        {
+            "tool_calls": [
+                {
+                    "index": 0,
+                    "id": "toolu_1",
+                    "type": "function",
+                    "function": {"name": "get", "arguments": ""},
+                }
+            ]
+        },
         {"tool_calls": [{"index": 0, "function": {"arguments": '{"city": '}}]},
         {"tool_calls": [{"index": 0, "function": {"arguments": '"Paris"}'}}]},
     ]
@@ -130,9 +140,22 @@ def test_messages_to_chat_truncated():
 def test_messages_to_chat_thinking():
     s = MessagesToChatStream()
     s.feed(*ANTHROPIC_STREAM[0])
-    out = s.feed("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": "", "signature": ""}})
-    out += s.feed("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": "hm"}})
-    out += s.feed("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {"type": "signature_delta", "signature": "x"}})
+    out = s.feed(
+        "content_block_start",
+        {
+            "type": "content_block_start",
+            "index": 0,
+            "content_block": {"type": "thinking", "thinking": "", "signature": ""},
+        },
+    )
+    out += s.feed(
+        "content_block_delta",
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": "hm"}},
+    )
+    out += s.feed(
+        "content_block_delta",
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "signature_delta", "signature": "x"}},
+    )
     assert [c["choices"][0]["delta"] for c in out] == [{"reasoning_content": "hm"}]
 
 
@@ -149,14 +172,50 @@ def test_chat_to_messages_text_then_tools_usage_later():
     events = []
     events += s.feed(openai_chunk({"role": "assistant", "content": ""}))
     events += s.feed(openai_chunk({"content": "Hi"}))
-    events += s.feed(openai_chunk({"tool_calls": [{"index": 0, "id": "call_a", "type": "function", "function": {"name": "f", "arguments": ""}}]}))
+    events += s.feed(
+        openai_chunk(
+            {
+                "tool_calls": [
+                    {
+                        "index": 0,
+                        "id": "call_a",
+                        "type": "function",
+                        "function": {"name": "f", "arguments": ""},
+                    }
+                ]
+            }
+        )
+    )
     events += s.feed(openai_chunk({"tool_calls": [{"index": 0, "function": {"arguments": '{"x":'}}]}))
     events += s.feed(openai_chunk({"tool_calls": [{"index": 0, "function": {"arguments": "1}"}}]}))
-    events += s.feed(openai_chunk({"tool_calls": [{"index": 1, "id": "call_b", "type": "function", "function": {"name": "g", "arguments": "{}"}}]}))
+    events += s.feed(
+        openai_chunk(
+            {
+                "tool_calls": [
+                    {
+                        "index": 1,
+                        "id": "call_b",
+                        "type": "function",
+                        "function": {"name": "g", "arguments": "{}"},
+                    }
+                ]
+            }
+        )
+    )
     finish = s.feed(openai_chunk({}, finish="tool_calls"))
     assert [t for t, _ in finish] == ["content_block_stop"]  # message_delta waits for usage
     events += finish
-    events += s.feed(openai_chunk(choices=False, usage={"prompt_tokens": 20, "completion_tokens": 11, "total_tokens": 31, "prompt_tokens_details": {"cached_tokens": 4}}))
+    events += s.feed(
+        openai_chunk(
+            choices=False,
+            usage={
+                "prompt_tokens": 20,
+                "completion_tokens": 11,
+                "total_tokens": 31,
+                "prompt_tokens_details": {"cached_tokens": 4},
+            },
+        )
+    )
     assert s.done and s.finish() == []
     check_events(events)
     assert events[0][1]["message"]["id"] == "msg_9"
@@ -185,10 +244,12 @@ def test_chat_to_messages_anthropic_accumulator():
     events += s.feed(openai_chunk({"content": "lo"}, finish="stop"))
     events += s.finish()
     check_events(events)
-    snapshot = None
+    snapshot, bufs = None, {}
     for kind, data in events:
         if kind != "ping":
-            snapshot = accumulate_event(event=EVENT.validate_python(data), current_snapshot=snapshot, json_bufs={})
+            snapshot = accumulate_event(
+                event=EVENT.validate_python(data), current_snapshot=snapshot, json_bufs=bufs
+            )
     assert snapshot.id == "msg_fixed"
     assert snapshot.content[0].text == "Hello"
     assert snapshot.stop_reason == "end_turn"
@@ -198,7 +259,11 @@ def test_chat_to_messages_anthropic_accumulator():
 def test_chat_to_messages_usage_in_finish_chunk():
     s = ChatToMessagesStream(model="m")
     events = s.feed(openai_chunk({"content": "x"}))
-    events += s.feed(openai_chunk({}, finish="length", usage={"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}))
+    events += s.feed(
+        openai_chunk(
+            {}, finish="length", usage={"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
+        )
+    )
     assert s.done
     check_events(events)
     assert events[-2][1]["delta"]["stop_reason"] == "max_tokens"
@@ -222,8 +287,12 @@ def test_chat_to_messages_error_chunk():
 
 def test_chat_to_messages_interleaved_tool_calls_rejected():
     s = ChatToMessagesStream(model="m")
-    s.feed(openai_chunk({"tool_calls": [{"index": 0, "id": "a", "function": {"name": "f", "arguments": "{"}}]}))
-    s.feed(openai_chunk({"tool_calls": [{"index": 1, "id": "b", "function": {"name": "g", "arguments": "{"}}]}))
+    s.feed(
+        openai_chunk({"tool_calls": [{"index": 0, "id": "a", "function": {"name": "f", "arguments": "{"}}]})
+    )
+    s.feed(
+        openai_chunk({"tool_calls": [{"index": 1, "id": "b", "function": {"name": "g", "arguments": "{"}}]})
+    )
     with pytest.raises(UpstreamError):
         s.feed(openai_chunk({"tool_calls": [{"index": 0, "function": {"arguments": "}"}}]}))
 
@@ -235,3 +304,128 @@ def test_chat_to_messages_empty_answer():
     events += s.finish()
     check_events(events)
     assert [t for t, _ in events] == ["message_start", "ping", "message_delta", "message_stop"]
+
+
+# --- property: OpenAI chunks -> Anthropic events -> OpenAI chunks ---------------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+def split(draw, s: str) -> list[str]:
+    cuts = sorted(draw(st.sets(st.integers(1, max(len(s) - 1, 1)), max_size=4))) if len(s) > 1 else []
+    bounds = [0, *cuts, len(s)]
+    return [s[a:b] for a, b in zip(bounds, bounds[1:], strict=False) if s[a:b]]
+
+
+@st.composite
+def chat_stream(draw):
+    segments = []
+    for _ in range(draw(st.integers(0, 5))):
+        if draw(st.booleans()):
+            segments.append(("text", draw(st.text(min_size=1, max_size=15))))
+        else:
+            args = orjson_dumps(
+                draw(
+                    st.dictionaries(
+                        st.text(max_size=4), st.integers(-(2**53), 2**53) | st.text(max_size=6), max_size=3
+                    )
+                )
+            )
+            segments.append(
+                (
+                    "tool",
+                    draw(st.from_regex(r"call_[a-z0-9]{3,6}", fullmatch=True)),
+                    draw(st.from_regex(r"[a-z_]{1,8}", fullmatch=True)),
+                    args,
+                )
+            )
+    has_tools = any(s[0] == "tool" for s in segments)
+    finish = "tool_calls" if has_tools else draw(st.sampled_from(["stop", "length", "content_filter"]))
+    usage = None
+    if draw(st.booleans()):
+        prompt = draw(st.integers(0, 5000))
+        usage = {
+            "prompt_tokens": prompt,
+            "completion_tokens": draw(st.integers(0, 5000)),
+            "prompt_tokens_details": {"cached_tokens": draw(st.integers(0, prompt))},
+        }
+        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+    chunks = [openai_chunk({"role": "assistant", "content": ""})]
+    tool_index = 0
+    for seg in segments:
+        if seg[0] == "text":
+            chunks += [openai_chunk({"content": piece}) for piece in split(draw, seg[1])]
+        else:
+            _, call_id, name, args = seg
+            head = {
+                "index": tool_index,
+                "id": call_id,
+                "type": "function",
+                "function": {"name": name, "arguments": ""},
+            }
+            chunks.append(openai_chunk({"tool_calls": [head]}))
+            chunks += [
+                openai_chunk({"tool_calls": [{"index": tool_index, "function": {"arguments": p}}]})
+                for p in split(draw, args)
+            ]
+            tool_index += 1
+    usage_in_finish = usage is not None and draw(st.booleans())
+    chunks.append(openai_chunk({}, finish=finish, usage=usage if usage_in_finish else None))
+    if usage is not None and not usage_in_finish:
+        chunks.append(openai_chunk(choices=False, usage=usage))
+    return segments, finish, usage, chunks
+
+
+def orjson_dumps(value):
+    return orjson.dumps(value).decode()
+
+
+@settings(max_examples=150, deadline=None)
+@given(chat_stream(), st.booleans())
+def test_stream_round_trip(case, include_usage):
+    from anthropic.lib.streaming._messages import accumulate_event
+    from openai.lib.streaming.chat import ChatCompletionStreamState
+
+    segments, finish, usage, chunks = case
+    forward = ChatToMessagesStream(model="claude-x", input_tokens=3)
+    events = []
+    for chunk in chunks:
+        ChatCompletionChunk.model_validate(chunk)
+        events += forward.feed(chunk)
+    events += forward.finish()
+    assert forward.done
+    check_events(events)
+
+    # The Anthropic SDK's own accumulator agrees with the segments.
+    snapshot, bufs = None, {}
+    for kind, data in events:
+        if kind != "ping":
+            snapshot = accumulate_event(
+                event=EVENT.validate_python(data), current_snapshot=snapshot, json_bufs=bufs
+            )
+    texts = "".join(s[1] for s in segments if s[0] == "text")
+    assert "".join(b.text for b in snapshot.content if b.type == "text") == texts
+    tools = [(s[1], s[2], orjson.loads(s[3])) for s in segments if s[0] == "tool"]
+    assert [(b.id, b.name, b.input) for b in snapshot.content if b.type == "tool_use"] == tools
+
+    back = MessagesToChatStream(include_usage=include_usage)
+    out = []
+    for kind, data in events:
+        out += back.feed(kind, data)
+    out += back.finish()
+    assert back.done
+    state = ChatCompletionStreamState()
+    for c in out:
+        state.handle_chunk(ChatCompletionChunk.model_validate(c))
+    final = state.current_completion_snapshot
+    choice = final.choices[0]
+    assert (choice.message.content or "") == texts
+    assert [(t.id, t.function.name, t.function.arguments) for t in choice.message.tool_calls or []] == [
+        (s[1], s[2], s[3]) for s in segments if s[0] == "tool"
+    ]
+    assert choice.finish_reason == finish
+    usage_chunks = [c for c in out if c["choices"] == []]
+    assert len(usage_chunks) == (1 if include_usage else 0)
+    if include_usage and usage is not None:
+        assert usage_chunks[0]["usage"] == usage

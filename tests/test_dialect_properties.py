@@ -81,7 +81,9 @@ def anthropic_conversation(draw):
             for _ in range(draw(st.integers(0 if blocks else 1, 2))):
                 counter += 1
                 tid = f"toolu_{counter}"
-                blocks.append({"type": "tool_use", "id": tid, "name": draw(ident), "input": draw(json_object)})
+                blocks.append(
+                    {"type": "tool_use", "id": tid, "name": draw(ident), "input": draw(json_object)}
+                )
                 pending_tools.append(tid)
             messages.append({"role": "assistant", "content": blocks})
     return messages
@@ -89,7 +91,11 @@ def anthropic_conversation(draw):
 
 @st.composite
 def anthropic_request(draw):
-    body = {"model": draw(ident), "max_tokens": draw(st.integers(1, 10_000)), "messages": draw(anthropic_conversation())}
+    body = {
+        "model": draw(ident),
+        "max_tokens": draw(st.integers(1, 10_000)),
+        "messages": draw(anthropic_conversation()),
+    }
     system = draw(st.none() | text | st.lists(anthropic_text_block, min_size=1, max_size=3))
     if system is not None:
         body["system"] = system
@@ -133,7 +139,9 @@ def anthropic_request(draw):
 def chat_request(draw):
     messages = []
     for _ in range(draw(st.integers(0, 2))):
-        content = draw(text | st.lists(st.builds(lambda t: {"type": "text", "text": t}, text), min_size=1, max_size=2))
+        content = draw(
+            text | st.lists(st.builds(lambda t: {"type": "text", "text": t}, text), min_size=1, max_size=2)
+        )
         messages.append({"role": draw(st.sampled_from(["system", "developer"])), "content": content})
     counter = 0
     for turn in range(draw(st.integers(1, 6))):
@@ -141,7 +149,11 @@ def chat_request(draw):
             parts = draw(
                 st.lists(
                     st.builds(lambda t: {"type": "text", "text": t}, text)
-                    | st.builds(lambda m, d: {"type": "image_url", "image_url": {"url": f"data:{m};base64,{d}"}}, media, b64)
+                    | st.builds(
+                        lambda m, d: {"type": "image_url", "image_url": {"url": f"data:{m};base64,{d}"}},
+                        media,
+                        b64,
+                    )
                     | st.builds(lambda u: {"type": "image_url", "image_url": {"url": u}}, https_url),
                     min_size=1,
                     max_size=3,
@@ -160,14 +172,20 @@ def chat_request(draw):
                     {
                         "id": f"call_{counter}",
                         "type": "function",
-                        "function": {"name": draw(ident), "arguments": orjson.dumps(draw(json_object)).decode()},
+                        "function": {
+                            "name": draw(ident),
+                            "arguments": orjson.dumps(draw(json_object)).decode(),
+                        },
                     }
                 )
             if calls:
                 msg["tool_calls"] = calls
             messages.append(msg)
             for call in calls:
-                content = draw(st.text(max_size=10) | st.lists(st.builds(lambda t: {"type": "text", "text": t}, text), max_size=2))
+                content = draw(
+                    st.text(max_size=10)
+                    | st.lists(st.builds(lambda t: {"type": "text", "text": t}, text), max_size=2)
+                )
                 messages.append({"role": "tool", "tool_call_id": call["id"], "content": content})
     body = {"model": draw(ident), "messages": messages}
     body[draw(st.sampled_from(["max_tokens", "max_completion_tokens"]))] = draw(st.integers(1, 9999))
@@ -184,7 +202,10 @@ def chat_request(draw):
             body[dropped] = 1
     if draw(st.booleans()):
         body["tools"] = [
-            {"type": "function", "function": {"name": draw(ident), "parameters": {"type": "object", "properties": {}}}}
+            {
+                "type": "function",
+                "function": {"name": draw(ident), "parameters": {"type": "object", "properties": {}}},
+            }
         ]
     if draw(st.booleans()):
         body["tool_choice"] = draw(
@@ -200,7 +221,11 @@ def chat_request(draw):
 
 
 def norm_anthropic(body: dict) -> dict:
-    out = {k: body[k] for k in ("model", "max_tokens", "temperature", "top_p", "top_k", "stream", "tools") if k in body}
+    out = {
+        k: body[k]
+        for k in ("model", "max_tokens", "temperature", "top_p", "top_k", "stream", "tools")
+        if k in body
+    }
     system = body.get("system")
     if isinstance(system, list):
         system = "\n\n".join(b["text"] for b in system)
@@ -277,7 +302,9 @@ def norm_chat(body: dict) -> dict:
             ]
             messages.append({"role": "assistant", "content": content or None, "calls": calls})
         elif role == "tool":
-            texts = ([content] if content else []) if isinstance(content, str) else [p["text"] for p in content]
+            texts = (
+                ([content] if content else []) if isinstance(content, str) else [p["text"] for p in content]
+            )
             messages.append({"role": "tool", "id": msg["tool_call_id"], "texts": [t for t in texts if t]})
     if system:
         out["system"] = "\n\n".join(system)
@@ -315,7 +342,9 @@ def test_chat_request_round_trip(body):
 def anthropic_response(draw):
     content = draw(st.lists(anthropic_text_block, max_size=2))
     for i in range(draw(st.integers(0, 2))):
-        content.append({"type": "tool_use", "id": f"toolu_{i}", "name": draw(ident), "input": draw(json_object)})
+        content.append(
+            {"type": "tool_use", "id": f"toolu_{i}", "name": draw(ident), "input": draw(json_object)}
+        )
     usage = {"input_tokens": draw(st.integers(0, 10**6)), "output_tokens": draw(st.integers(0, 10**6))}
     for key in ("cache_read_input_tokens", "cache_creation_input_tokens"):
         if draw(st.booleans()):
@@ -341,9 +370,15 @@ def test_anthropic_response_round_trip(resp):
     back = chat_response_to_messages(as_chat)
     anthropic.types.Message.model_validate(back)
     joined = "".join(b["text"] for b in resp["content"] if b["type"] == "text")
-    expected = ([{"type": "text", "text": joined}] if joined else []) + [b for b in resp["content"] if b["type"] == "tool_use"]
+    expected = ([{"type": "text", "text": joined}] if joined else []) + [
+        b for b in resp["content"] if b["type"] == "tool_use"
+    ]
     assert back["content"] == expected
-    assert (back["id"], back["model"], back["stop_reason"]) == (resp["id"], resp["model"], resp["stop_reason"])
+    assert (back["id"], back["model"], back["stop_reason"]) == (
+        resp["id"],
+        resp["model"],
+        resp["stop_reason"],
+    )
     usage = {"cache_read_input_tokens": 0, "cache_creation_input_tokens": 0} | resp["usage"]
     assert back["usage"] == usage
 
@@ -352,7 +387,11 @@ def test_anthropic_response_round_trip(resp):
 def chat_response(draw):
     message: dict = {"role": "assistant", "content": draw(st.none() | text)}
     calls = [
-        {"id": f"call_{i}", "type": "function", "function": {"name": draw(ident), "arguments": orjson.dumps(draw(json_object)).decode()}}
+        {
+            "id": f"call_{i}",
+            "type": "function",
+            "function": {"name": draw(ident), "arguments": orjson.dumps(draw(json_object)).decode()},
+        }
         for i in range(draw(st.integers(0, 2)))
     ]
     if calls:
@@ -366,7 +405,14 @@ def chat_response(draw):
         "object": "chat.completion",
         "created": 1,
         "model": draw(ident),
-        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": draw(st.sampled_from(["stop", "length", "tool_calls", "content_filter"]))}],
+        "choices": [
+            {
+                "index": 0,
+                "message": message,
+                "logprobs": None,
+                "finish_reason": draw(st.sampled_from(["stop", "length", "tool_calls", "content_filter"])),
+            }
+        ],
         "usage": usage,
     }
 
@@ -383,7 +429,11 @@ def test_chat_response_round_trip(resp):
     assert result["finish_reason"] == original["finish_reason"]
     assert (result["message"]["content"] or None) == original["message"]["content"]
     assert [
-        (c["id"], c["function"]["name"], orjson.loads(c["function"]["arguments"])) for c in result["message"].get("tool_calls", [])
-    ] == [(c["id"], c["function"]["name"], orjson.loads(c["function"]["arguments"])) for c in original["message"].get("tool_calls", [])]
+        (c["id"], c["function"]["name"], orjson.loads(c["function"]["arguments"]))
+        for c in result["message"].get("tool_calls", [])
+    ] == [
+        (c["id"], c["function"]["name"], orjson.loads(c["function"]["arguments"]))
+        for c in original["message"].get("tool_calls", [])
+    ]
     assert back["usage"] == resp["usage"]
     assert back["model"] == resp["model"]

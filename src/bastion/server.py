@@ -3,13 +3,34 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable
+import signal
+import threading
+from collections.abc import Callable, Generator
 
 import uvicorn
 
 from bastion.api.app import create_app
 from bastion.config.model import BastionConfig
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, minus re-raising SIGTERM after the graceful shutdown: Bastion exits 0 once every
+    in-flight request is answered and every log record committed, and callers' cleanup still runs."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        sigs = (signal.SIGINT, signal.SIGTERM)
+        original = {sig: signal.signal(sig, self.handle_exit) for sig in sigs}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
 
 
 def serve(
@@ -34,7 +55,7 @@ def serve(
         backlog=4096,
         timeout_keep_alive=30,
     )
-    server = uvicorn.Server(uv_config)
+    server = _Server(uv_config)
 
     async def main() -> None:
         task = asyncio.create_task(server.serve())

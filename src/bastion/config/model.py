@@ -86,7 +86,7 @@ class DeploymentConfig(_Strict):
 
 class ModelConfig(_Strict):
     kind: Literal["chat", "embedding"] = "chat"
-    deployments: tuple[DeploymentConfig, ...] = Field(min_length=1)
+    deployments: list[DeploymentConfig] = Field(min_length=1)
     description: str | None = None
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import orjson
@@ -49,7 +50,10 @@ def stop_reason_for(finish_reason: str | None) -> str:
 
 def dumps(value: Any) -> str:
     """Compact JSON text (what OpenAI puts in ``function.arguments``)."""
-    return orjson.dumps(value).decode()
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:  # integers beyond 64 bits: the standard library writes them exactly
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def chat_id_for(message_id: str) -> str:

@@ -183,12 +183,12 @@ def _user(blocks: list[Any], param: str) -> list[dict[str, Any]]:
             tool_messages.append(_tool_result(block, bp, moved_images))
         else:
             parts.append(_user_part(block, bp))
+    if not blocks:
+        raise fail("must not be empty (only a final assistant message may be empty)", f"{param}.content")
     parts = moved_images + parts
     out = list(tool_messages)
     if parts:
         out.append({"role": "user", "content": parts})
-    elif not tool_messages:
-        out.append({"role": "user", "content": []})
     return out
 
 

@@ -72,7 +72,7 @@ class Gateway:
         if ctx.error_code:
             m.errors.labels(ctx.endpoint, model, ctx.error_code).inc()
         m.latency.labels(ctx.endpoint, model, "true" if ctx.stream else "false").observe(
-            (ctx.done_at - ctx.received_at)
+            ctx.done_at - ctx.received_at
         )
         if ctx.first_byte_at is not None:
             m.ttft.labels(ctx.endpoint, model).observe(ctx.first_byte_at - ctx.received_at)
@@ -113,7 +113,7 @@ class Gateway:
     ) -> tuple[bytes, dict[str, Any]]:
         try:
             raw = await resp.read()
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise UpstreamTimeout(f"deployment {attempt.deployment!r} stopped sending its answer") from None
         except aiohttp.ClientError as e:
             raise UpstreamUnavailable(
@@ -177,7 +177,7 @@ class Gateway:
             first = await anext(events)
         except StopAsyncIteration:
             raise UpstreamUnavailable(f"deployment {attempt.deployment!r} sent an empty stream") from None
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise UpstreamTimeout(f"deployment {attempt.deployment!r} sent no first token in time") from None
         except aiohttp.ClientError as e:
             raise UpstreamUnavailable(

@@ -20,7 +20,12 @@ from bastion.dialects import ChatToMessagesStream, MessagesToChatStream
 from bastion.errors import BastionError, UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from bastion.providers import SSEEvent
 
-from .accumulate import AnthropicStreamAccumulator, OpenAIStreamAccumulator, usage_from_anthropic, usage_from_openai
+from .accumulate import (
+    AnthropicStreamAccumulator,
+    OpenAIStreamAccumulator,
+    usage_from_anthropic,
+    usage_from_openai,
+)
 from .context import Attempt, RequestContext
 
 log = logging.getLogger("bastion.relay")
@@ -166,7 +171,7 @@ class StreamRelay:
                     code="upstream_stream_truncated",
                 )
             self.attempt.outcome = "ok"
-        except (BastionError, aiohttp.ClientError, asyncio.TimeoutError, orjson.JSONDecodeError) as e:
+        except (TimeoutError, BastionError, aiohttp.ClientError, orjson.JSONDecodeError) as e:
             err = _as_stream_error(e, self.attempt.deployment)
             ctx.fail(err)
             self.attempt.outcome, self.attempt.error = "error", err.message

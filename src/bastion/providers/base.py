@@ -7,8 +7,8 @@ nothing of routing, logging or translation. ``post`` returns the open response o
 
 from __future__ import annotations
 
-import asyncio
 import os
+from collections.abc import Mapping
 from typing import Literal
 
 import aiohttp
@@ -100,7 +100,7 @@ class Provider:
         headers.update(self.config.headers)
         try:
             resp = await self.session().post(url, data=body, headers=headers)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise UpstreamTimeout(f"deployment {deployment!r} did not answer in time ({url})") from None
         except aiohttp.ClientConnectorError as e:
             raise UpstreamUnavailable(f"could not connect to deployment {deployment!r} at {url}: {e.os_error}") from None
@@ -111,16 +111,16 @@ class Provider:
         if resp.status >= 400:
             try:
                 body_bytes = await resp.read()
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError):
                 body_bytes = b""
             finally:
                 resp.release()
             raise self.map_error(resp.status, resp.headers, body_bytes, deployment)
         return resp
 
-    def map_error(self, status: int, headers: "aiohttp.typedefs.LooseHeaders", body: bytes, deployment: str) -> UpstreamError:
+    def map_error(self, status: int, headers: Mapping[str, str], body: bytes, deployment: str) -> UpstreamError:
         message, code = _error_message(body)
-        keep = {h: headers[h] for h in _KEEP_HEADERS if h in headers}  # type: ignore[index,operator]
+        keep = {h: headers[h] for h in _KEEP_HEADERS if h in headers}
         if status in (401, 403):
             env = self.config.api_key_env or "its api_key_env"
             return UpstreamError(

@@ -140,7 +140,8 @@ async def messages(request: web.Request) -> web.StreamResponse:
     tool = _pick_tool(body, msgs)
     spec = gen.GenSpec(
         seed=gen.seed_for(dep.seed, dep.profile, model, dep.model_version,
-                          [body.get("system"), msgs, body.get("tools")], None, body.get("temperature", 1)),
+                          [body.get("system"), msgs, body.get("tools")], directives.seed,
+                          body.get("temperature", 1)),
         min_tokens=dep.output_tokens.min,
         max_tokens_range=dep.output_tokens.max,
         forced_tokens=directives.tokens,

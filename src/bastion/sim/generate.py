@@ -75,6 +75,7 @@ class Directives:
     latency_ms: float | None = None
     tps: float | None = None
     echo: bool = False
+    seed: int | None = None
 
     def set(self, key: str, value: str | None) -> None:
         try:
@@ -86,6 +87,8 @@ class Directives:
                 self.latency_ms = max(0.0, float(value))
             elif key == "tps" and value is not None:
                 self.tps = max(0.0, float(value))
+            elif key == "seed" and value is not None:
+                self.seed = int(value)
             elif key == "echo":
                 self.echo = value is None or value.lower() not in ("0", "false", "no")
         except ValueError:
@@ -103,7 +106,7 @@ def parse_directives(text: str, into: Directives | None = None) -> tuple[str, Di
 
 
 _HEADERS = (("x-sim-fault", "fault"), ("x-sim-tokens", "tokens"), ("x-sim-latency-ms", "latency_ms"),
-            ("x-sim-tps", "tps"), ("x-sim-echo", "echo"))
+            ("x-sim-tps", "tps"), ("x-sim-echo", "echo"), ("x-sim-seed", "seed"))
 
 
 def apply_headers(d: Directives, headers: Any) -> Directives:

@@ -152,6 +152,10 @@ def _pick_tool(body: dict[str, Any], messages: list[dict[str, Any]]) -> tuple[tu
     return (fn.get("name", "tool"), fn.get("parameters") or {}), False
 
 
+def _request_seed(body: dict[str, Any], directives: gen.Directives) -> Any:
+    return directives.seed if directives.seed is not None else body.get("seed")
+
+
 def _usage(prompt: int, completion: int) -> dict[str, Any]:
     return {
         "prompt_tokens": prompt,
@@ -195,7 +199,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     tools = body.get("tools")
     spec = gen.GenSpec(
         seed=gen.seed_for(dep.seed, dep.profile, model, dep.model_version, [messages, tools, rf or None],
-                          body.get("seed"), body.get("temperature", 1)),
+                          _request_seed(body, directives), body.get("temperature", 1)),
         n=body.get("n") or 1,
         min_tokens=dep.output_tokens.min,
         max_tokens_range=dep.output_tokens.max,
