@@ -29,11 +29,11 @@ output_tokens: {min: 5, max: 20}
 def start_sim(tmp: Path, yaml_text: str) -> tuple[subprocess.Popen, str]:
     cfg = tmp / "sim.yaml"
     cfg.write_text(yaml_text)
-    log = open(tmp / "sim.log", "w")  # noqa: SIM115 - closed with the process
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bastion.sim.server", "--port", "0", "--config", str(cfg)],
-        stdout=subprocess.PIPE, stderr=log, text=True,
-    )
+    with open(tmp / "sim.log", "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bastion.sim.server", "--port", "0", "--config", str(cfg)],
+            stdout=subprocess.PIPE, stderr=log, text=True,
+        )
     line = proc.stdout.readline().strip()
     if not line.startswith("bastion sim listening on "):
         proc.kill()

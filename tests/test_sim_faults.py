@@ -24,18 +24,23 @@ profiles:
 """
 USER = [{"role": "user", "content": "Tell me about rivers."}]
 # the anthropic SDK lets the transport's error escape from a stream cut mid-body
-STREAM_BROKEN = (anthropic.APIConnectionError, httpx.RemoteProtocolError,
-                 *[m.RemoteProtocolError for m in [pytest.importorskip("httpx2")]])
+try:
+    import httpx2
+
+    STREAM_BROKEN: tuple[type[BaseException], ...] = (anthropic.APIConnectionError, httpx.RemoteProtocolError,
+                                                     httpx2.RemoteProtocolError)
+except ImportError:
+    STREAM_BROKEN = (anthropic.APIConnectionError, httpx.RemoteProtocolError)
 
 
 def start_sim(tmp: Path, yaml_text: str) -> tuple[subprocess.Popen, str]:
     cfg = tmp / "sim.yaml"
     cfg.write_text(yaml_text)
-    log = open(tmp / "sim.log", "w")  # noqa: SIM115 - closed with the process
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bastion.sim.server", "--port", "0", "--config", str(cfg)],
-        stdout=subprocess.PIPE, stderr=log, text=True,
-    )
+    with open(tmp / "sim.log", "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bastion.sim.server", "--port", "0", "--config", str(cfg)],
+            stdout=subprocess.PIPE, stderr=log, text=True,
+        )
     line = proc.stdout.readline().strip()
     if not line.startswith("bastion sim listening on "):
         proc.kill()
@@ -156,13 +161,14 @@ def test_timeout(sim: str) -> None:
 
 
 def test_fault_pattern_is_reproducible(sim: str) -> None:
+    client = httpx.Client(base_url=sim)
+
     def run() -> list[int]:
-        return [httpx.post(sim + "/p/chaos/v1/chat/completions", json={"model": "m", "messages": USER}).status_code
+        client.post("/sim/reset")
+        return [client.post("/p/chaos/v1/chat/completions", json={"model": "m", "messages": USER}).status_code
                 for _ in range(30)]
 
-    httpx.post(sim + "/sim/reset")
     first = run()
-    httpx.post(sim + "/sim/reset")
     assert run() == first
     assert {200, 429, 500, 503} <= set(first)
 

@@ -93,6 +93,7 @@ class StreamRelay:
         self.to_messages: ChatToMessagesStream | None = None
         self.completed = False
         self.finished = False
+        self._pending = b""  # events owed to the client before an error event
 
     # -- per-event handling: returns the bytes to send to the client ----------------------------
     def _send_chunk(self, chunk: dict[str, Any], raw: bytes | None) -> bytes:
@@ -119,7 +120,16 @@ class StreamRelay:
                 if self.needs_to_messages and self.to_messages is None:
                     raise UpstreamUnavailable(f"deployment {deployment!r} ended the stream without any chunk")
                 if self.to_messages is not None:
-                    return b"".join(self._send_event(t, d, None) for t, d in self.to_messages.finish())
+                    out = b"".join(self._send_event(t, d, None) for t, d in self.to_messages.finish())
+                    if not self.to_messages.done:
+                        self.completed = False
+                        self._pending = out
+                        raise UpstreamUnavailable(
+                            f"deployment {deployment!r} ended the stream without a finish reason: "
+                            "the answer is incomplete",
+                            code="upstream_stream_truncated",
+                        )
+                    return out
                 return DONE
             chunk = orjson.loads(ev.data)
             if not isinstance(chunk, dict):
@@ -175,7 +185,7 @@ class StreamRelay:
             err = _as_stream_error(e, self.attempt.deployment)
             ctx.fail(err)
             self.attempt.outcome, self.attempt.error = "error", err.message
-            yield error_event(ctx.dialect, err, ctx.request_id)
+            yield self._pending + error_event(ctx.dialect, err, ctx.request_id)
         except (asyncio.CancelledError, GeneratorExit):
             ctx.status, ctx.error_code = 499, "client_closed"
             ctx.error_message = "the client closed the connection before the stream ended"

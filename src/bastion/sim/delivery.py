@@ -11,8 +11,15 @@ import asyncio
 from aiohttp import web
 
 from bastion.sim.config import Faults
-from bastion.sim.faults import ERROR_KINDS, Dialect, drop_connection, error_response, hang
-from bastion.sim.faults import malformed_body, truncated_body
+from bastion.sim.faults import (
+    ERROR_KINDS,
+    Dialect,
+    drop_connection,
+    error_response,
+    hang,
+    malformed_body,
+    truncated_body,
+)
 
 SSE_HEADERS = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"}
 
@@ -82,7 +89,11 @@ async def deliver_stream(
         if delay_s > 0:
             await asyncio.sleep(delay_s)
         if tps <= 0 or len(events) <= 1:
-            await resp.write(b"".join([*head, *events, *tail]))
+            data = b"".join([*head, *events, *tail])
+            if fault != "drop":  # the whole stream, and its end, in one send
+                await resp.write_eof(data)
+                return resp, fault != "truncate"
+            await resp.write(data)
         else:
             gap = 1.0 / tps
             await resp.write(b"".join([*head, events[0]]))

@@ -398,7 +398,7 @@ def _gen_string(schema: dict[str, Any], rng: random.Random) -> str:
     if fmt in ("uri", "url"):
         return f"https://example.com/{VOCAB[int(rng.random() * len(VOCAB))]}"
     if fmt == "uuid":
-        h = "%032x" % rng.getrandbits(128)
+        h = f"{rng.getrandbits(128):032x}"
         return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-a{h[17:20]}-{h[20:]}"
     s = _words(rng, 1, 4)
     lo, hi = int(schema.get("minLength", 0)), schema.get("maxLength")

@@ -11,7 +11,6 @@ from typing import Any
 
 import orjson
 from aiohttp import web
-from pydantic import ValidationError
 
 from bastion.sim import anthropic_wire, openai_wire
 from bastion.sim.config import SimConfig, load_config
@@ -39,9 +38,7 @@ async def post_config(request: web.Request) -> web.Response:
         if not isinstance(patch, dict):
             raise ValueError("the body must be a JSON object")
         state.set_config(state.config.merged(patch))
-    except ValidationError as e:
-        return _json({"error": {"message": str(e), "type": "invalid_config"}}, 400)
-    except ValueError as e:
+    except ValueError as e:  # includes pydantic's ValidationError
         return _json({"error": {"message": str(e), "type": "invalid_config"}}, 400)
     return _json(state.config.model_dump())
 

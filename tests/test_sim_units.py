@@ -1,0 +1,130 @@
+"""Unit tests of the simulator's pure parts: tokens, directives, generation, config, faults."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from bastion.sim import generate as gen
+from bastion.sim.config import Faults, Latency, SimConfig, load_config
+from bastion.sim.faults import FaultDecider
+
+
+@given(st.integers(min_value=0, max_value=300), st.integers())
+def test_prose_has_exactly_n_tokens(n: int, seed: int) -> None:
+    pieces = gen.prose(random.Random(seed), n)
+    assert len(pieces) == n
+    assert gen.count_tokens("".join(pieces)) == n
+
+
+@given(st.text())
+def test_pieces_join_back(text: str) -> None:
+    assert "".join(gen.split_pieces(text)) == text
+
+
+def test_count_tokens() -> None:
+    assert gen.count_tokens("Hello, world!") == 4
+    assert gen.count_tokens("") == 0
+
+
+def test_directives() -> None:
+    text, d = gen.parse_directives("hi [[sim:fault=503]] there [[sim:tokens=5]][[sim:echo]] [[sim:tps=x]]")
+    assert text == "hi  there  "
+    assert (d.fault, d.tokens, d.echo, d.tps) == ("503", 5, True, None)
+    gen.apply_headers(d, {"x-sim-fault": "DROP", "x-sim-latency-ms": "20", "x-sim-seed": "3"})
+    assert (d.fault, d.latency_ms, d.seed) == ("drop", 20.0, 3)
+    _, bad = gen.parse_directives("[[sim:fault=teapot]]")
+    assert bad.fault is None
+
+
+def test_stop_and_cap() -> None:
+    spec = gen.GenSpec(seed=1, forced_tokens=20)
+    full = gen.generate(spec)[0]
+    word = full.text.split()[3]
+    cut = gen.generate(gen.GenSpec(seed=1, forced_tokens=20, stop=[word]))[0]
+    assert cut.finish == "stop_sequence" and cut.stop_sequence == word
+    assert cut.text == full.text[: full.text.index(word)]
+    capped = gen.generate(gen.GenSpec(seed=1, forced_tokens=20, max_tokens=5))[0]
+    assert capped.finish == "length" and capped.tokens == 5 and full.text.startswith(capped.text)
+
+
+SCHEMA = {
+    "type": "object",
+    "$defs": {"Point": {"type": "object", "properties": {"x": {"type": "number", "minimum": -1, "maximum": 1}},
+                        "required": ["x"]}},
+    "properties": {
+        "id": {"type": "string", "format": "uuid"},
+        "when": {"type": "string", "format": "date-time"},
+        "n": {"type": "integer", "exclusiveMinimum": 3, "exclusiveMaximum": 6},
+        "kind": {"enum": ["a", "b"]},
+        "fixed": {"const": 42},
+        "maybe": {"anyOf": [{"type": "null"}, {"type": "boolean"}]},
+        "pts": {"type": "array", "items": {"$ref": "#/$defs/Point"}, "minItems": 2, "maxItems": 3},
+        "name": {"type": "string", "minLength": 30, "maxLength": 40},
+    },
+    "required": ["id", "when", "n", "kind", "fixed", "maybe", "pts", "name"],
+}
+
+
+@given(st.integers())
+def test_gen_value_satisfies_schema(seed: int) -> None:
+    v = gen.gen_value(SCHEMA, random.Random(seed))
+    assert set(v) == set(SCHEMA["required"])
+    assert len(v["id"]) == 36 and v["when"].endswith("Z")
+    assert v["n"] in (4, 5) and v["kind"] in ("a", "b") and v["fixed"] == 42
+    assert isinstance(v["maybe"], bool)
+    assert 2 <= len(v["pts"]) <= 3 and all(-1 <= p["x"] <= 1 for p in v["pts"])
+    assert 30 <= len(v["name"]) <= 40
+
+
+def test_embedding_prefix_and_norm() -> None:
+    a = gen.embedding("hello", 384)
+    b = gen.embedding("hello", 384)
+    assert a == b and abs(sum(x * x for x in a) - 1) < 1e-5
+    assert gen.embedding("hello", 8) != gen.embedding("world", 8)
+
+
+def test_seed_rules() -> None:
+    args = (1, "default", "m", "v1", [{"role": "user", "content": "x"}])
+    assert gen.seed_for(*args, 5, 1) == gen.seed_for(*args, 5, 1)
+    assert gen.seed_for(*args, None, 0) == gen.seed_for(*args, None, 0)
+    assert gen.seed_for(*args, None, 1) != gen.seed_for(*args, None, 1)
+    assert gen.seed_for(*args, 5, 1) != gen.seed_for(1, "default", "m", "v2", args[4], 5, 1)
+
+
+def test_config_profiles_and_merge(tmp_path) -> None:
+    path = tmp_path / "sim.yaml"
+    path.write_text("seed: 3\nfaults: {rate_429: 0.1}\nprofiles:\n  flaky: {faults: {rate_500: 0.3}}\n")
+    cfg = load_config(path, model_version="x")
+    flaky = cfg.deployment("flaky")
+    assert flaky.faults.rate_500 == 0.3 and flaky.faults.rate_429 == 0.1 and flaky.model_version == "x"
+    assert cfg.deployment("unknown").faults == cfg.faults
+    merged = cfg.merged({"profile": "flaky", "model_version": "y", "latency": {"median_ms": 5}})
+    assert merged.deployment("flaky").model_version == "y" and merged.model_version == "x"
+    assert merged.deployment("flaky").latency.median_ms == 5
+    with pytest.raises(ValueError):
+        cfg.merged({"faults": {"rate_500": 0.8, "rate_503": 0.8}})
+    with pytest.raises(ValueError):
+        SimConfig.model_validate({"profiles": {"p": {"faults": {"rate_nope": 1}}}})
+
+
+def test_latency_distributions() -> None:
+    rng = random.Random(0)
+    assert Latency(median_ms=10).sample_ms(rng) == 10
+    for dist in ("uniform", "lognormal"):
+        lat = Latency(distribution=dist, median_ms=10, p99_ms=100)
+        samples = sorted(lat.sample_ms(rng) for _ in range(4000))
+        assert 7 < samples[2000] < 13 and 70 < samples[3960] < 130
+
+
+def test_fault_decider_pattern() -> None:
+    faults = Faults(rate_429=0.3, rate_500=0.3)
+    a = FaultDecider(1, "p")
+    pattern = [a.decide(faults) for _ in range(50)]
+    a.reset()
+    assert [a.decide(faults) for _ in range(50)] == pattern
+    assert {None, "429", "500"} == set(pattern)
+    assert FaultDecider(1, "p").decide(faults, "drop") == "drop"
