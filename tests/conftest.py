@@ -49,3 +49,40 @@ def stack(sim: Proc, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack
     gw = start_gateway(config)
     yield Stack(sim, gw, config, store, key, acme)
     gw.stop()
+
+
+# ---- end-to-end helpers (official SDKs pointed at the running gateway) -----------------------------
+
+
+@pytest.fixture(scope="session")
+def wait_row(stack: Stack):
+    """Return a function that polls the request log until the row for ``request_id`` is there."""
+    import time
+
+    def wait(request_id: str, timeout: float = 10.0) -> sqlite3.Row:
+        deadline = time.monotonic() + timeout
+        while True:
+            rows = stack.rows("id = ?", (request_id,))
+            if rows:
+                return rows[0]
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no request-log row for {request_id} after {timeout} s")
+            time.sleep(0.05)
+
+    return wait
+
+
+@pytest.fixture(scope="session")
+def oai(stack: Stack):
+    import openai
+
+    with openai.OpenAI(base_url=stack.base + "/v1", api_key=stack.key, max_retries=0, timeout=30) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def anth(stack: Stack):
+    import anthropic
+
+    with anthropic.Anthropic(base_url=stack.base, api_key=stack.key, max_retries=0, timeout=30) as client:
+        yield client
