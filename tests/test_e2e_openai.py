@@ -71,6 +71,8 @@ def test_chat_headers_and_log_row(alias, oai, wait_row):
     assert r.usage.prompt_tokens > 0 and r.usage.completion_tokens > 0
     assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
     assert r.model.startswith(UPSTREAM_MODEL[alias])
+    assert raw.headers["x-bastion-model"] == r.model
+    assert raw.headers["x-request-id"] == rid and r._request_id == rid
 
     row = wait_row(rid)
     assert row["tenant"] == "default"
