@@ -84,6 +84,10 @@ providers:
     type: openai
     base_url: {sim_url}/v1
     api_key_env: SIM_OPENAI_KEY
+  sim-slow:
+    type: sim
+    base_url: {sim_url}/v1
+    read_timeout_s: 1
   dead:
     type: openai
     base_url: http://127.0.0.1:9/v1
@@ -97,6 +101,8 @@ models:
     deployments: [{{provider: sim-azure, model: gpt-4o-prod}}]
   compat:
     deployments: [{{provider: sim-compatible, model: llama-3-8b}}]
+  slow-model:
+    deployments: [{{provider: sim-slow, model: sim-small}}]
   dead-model:
     deployments: [{{provider: dead, model: nothing}}]
   sim-embed:

@@ -208,8 +208,6 @@ def test_output_config_json_schema_to_openai_upstream(anth):
     assert isinstance(data["name"], str) and isinstance(data["age"], int)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: streamed Anthropic-client → OpenAI-upstream rows lose system_fingerprint "
-                   "(pipeline/relay.py StreamRelay._settle only sets it from the OpenAI accumulator)")
 def test_stream_log_row_keeps_fingerprint_when_translating(anth, wait_row):
     """Anthropic client → OpenAI upstream, streamed: the upstream's system_fingerprint is logged like it is
     for the same call unstreamed (the request log promises the served model's fingerprint)."""

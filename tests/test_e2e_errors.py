@@ -239,8 +239,6 @@ def test_models_list_needs_a_key(stack, http):
     assert r.status_code == 200
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: GET /v1/models auth errors carry no request id "
-                   "(api/routes.py models() calls error_response(e, 'openai', None))")
 def test_models_list_auth_error_has_request_id(http):
     r = http.get("/v1/models")
     assert r.headers.get("x-bastion-request-id")
@@ -284,8 +282,6 @@ def test_unknown_route_and_wrong_method(stack, http):
     assert r.json()["type"] == "error" and r.json()["error"]["code"] == "method_not_allowed"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: 404/405 route errors carry no x-bastion-request-id "
-                   "(api/app.py http_error calls error_response(err, dialect, None))")
 def test_route_errors_carry_request_id(stack, http):
     assert http.get("/v1/nothing").headers.get("x-bastion-request-id")
     assert http.get("/v1/chat/completions").headers.get("x-bastion-request-id")

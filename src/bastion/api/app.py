@@ -15,6 +15,7 @@ from starlette.routing import Route
 from bastion.config.model import BastionConfig
 from bastion.errors import BastionError, NotFound
 from bastion.pipeline import Gateway
+from bastion.pipeline.context import new_request_id
 
 from .http import error_response, json_response
 from .routes import model_routes
@@ -59,7 +60,7 @@ def create_app(config: BastionConfig, gateway: Gateway | None = None) -> Starlet
         else:
             err = BastionError(f"{request.method} is not allowed on {request.url.path}", status=exc.status_code,
                                code="method_not_allowed" if exc.status_code == 405 else "http_error")
-        return error_response(err, dialect, None)
+        return error_response(err, dialect, new_request_id())
 
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error})
     app.state.gateway = gw

@@ -12,6 +12,7 @@ from starlette.responses import Response
 
 from bastion.errors import BastionError
 from bastion.pipeline import Gateway, RequestContext, Result
+from bastion.pipeline.context import new_request_id
 
 from . import validate
 from .http import SSEResponse, error_response, json_response, parse_json, presented_key, read_body
@@ -46,8 +47,8 @@ async def handle(
     gw.metrics.inflight.inc()
     streaming = False
     try:
-        raw = await read_body(request, gw.config.server.max_body_bytes)
         ctx.key = await gw.keys.authenticate(presented_key(request))
+        raw = await read_body(request, gw.config.server.max_body_bytes)
         body = validate.require_object(parse_json(raw))
         ctx.body = body
         if isinstance(body.get("model"), str):
@@ -102,7 +103,7 @@ def model_routes(gw: Gateway) -> dict[str, Callable[[Request], Awaitable[Respons
         try:
             await gw.keys.authenticate(presented_key(request))
         except BastionError as e:
-            return error_response(e, "openai", None)
+            return error_response(e, "openai", new_request_id())
         created = int(gw.started_at if hasattr(gw, "started_at") else time.time())
         data = [
             {

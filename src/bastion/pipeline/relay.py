@@ -93,6 +93,7 @@ class StreamRelay:
         self.to_messages: ChatToMessagesStream | None = None
         self.completed = False
         self.finished = False
+        self.upstream_fingerprint: str | None = None
         self._pending = b""  # events owed to the client before an error event
 
     # -- per-event handling: returns the bytes to send to the client ----------------------------
@@ -136,6 +137,8 @@ class StreamRelay:
                 raise UpstreamUnavailable(f"deployment {deployment!r} sent a stream chunk that is not an object")
             if "error" in chunk and "choices" not in chunk:
                 raise _upstream_stream_error(chunk, deployment)
+            if chunk.get("system_fingerprint"):
+                self.upstream_fingerprint = chunk["system_fingerprint"]
             if self.needs_to_messages:
                 if self.to_messages is None:
                     self.to_messages = ChatToMessagesStream(
@@ -238,6 +241,7 @@ class StreamRelay:
             ctx.response = self.acc_anthropic.result()
             ctx.usage = usage_from_anthropic(self.acc_anthropic.usage)
             ctx.served_model = self.acc_anthropic.model
+            ctx.system_fingerprint = self.upstream_fingerprint
             ctx.finish_reason = self.acc_anthropic.stop_reason
 
 

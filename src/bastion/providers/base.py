@@ -23,6 +23,22 @@ Dialect = Literal["openai", "anthropic"]
 _KEEP_HEADERS = ("retry-after", "retry-after-ms")
 
 
+# Stable codes for upstream failures, whatever each provider calls them (its own code is in the message).
+_STABLE_CODES = {
+    400: "upstream_bad_request",
+    404: "upstream_not_found",
+    408: "upstream_timeout",
+    413: "upstream_request_too_large",
+    422: "upstream_bad_request",
+    429: "upstream_rate_limited",
+    500: "upstream_server_error",
+    502: "upstream_bad_gateway",
+    503: "upstream_overloaded",
+    504: "upstream_timeout",
+    529: "upstream_overloaded",
+}
+
+
 def _error_message(body: bytes) -> tuple[str, str | None]:
     try:
         data = orjson.loads(body)
@@ -132,10 +148,11 @@ class Provider:
             )
         retryable = status in (408, 409, 429) or status >= 500
         client_status = status if 400 <= status < 600 else 502
+        detail = f" (upstream code: {code})" if code else ""
         return UpstreamError(
-            f"deployment {deployment!r} answered {status}: {message}",
+            f"deployment {deployment!r} answered {status}: {message}{detail}",
             status=client_status,
-            code=code or ("upstream_rate_limited" if status == 429 else "upstream_error"),
+            code=_STABLE_CODES.get(status, "upstream_server_error" if status >= 500 else "upstream_rejected"),
             headers=keep,
             upstream_status=status,
             retryable=retryable,
