@@ -13,7 +13,7 @@ import orjson
 from bastion.config.model import BastionConfig
 from bastion.errors import BastionError, ModelNotFound, UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from bastion.keys import KeyRing
-from bastion.providers import iter_sse
+from bastion.providers import iter_sse_batches
 from bastion.routing import Deployment, Router
 from bastion.store import LogWriter, open_store
 from bastion.telemetry import Metrics
@@ -172,7 +172,7 @@ class Gateway:
         return Result(headers=self.headers(ctx), body=raw)
 
     async def _start_stream(self, ctx: RequestContext, up: str, resp: aiohttp.ClientResponse, attempt: Attempt) -> Result:
-        events = iter_sse(resp)
+        events = iter_sse_batches(resp)
         try:
             first = await anext(events)
         except StopAsyncIteration:
@@ -185,7 +185,7 @@ class Gateway:
             ) from None
         attempt.first_byte_at = ctx.now()
         try:
-            peek = orjson.loads(first.data) if first.data != b"[DONE]" else {}
+            peek = orjson.loads(first[0].data) if first[0].data != b"[DONE]" else {}
         except orjson.JSONDecodeError:
             peek = {}
         if isinstance(peek, dict):

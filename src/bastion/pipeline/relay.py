@@ -64,15 +64,18 @@ def _upstream_stream_error(data: dict[str, Any], deployment: str) -> UpstreamErr
 
 
 class StreamRelay:
-    """One streamed answer: ``first`` is the upstream's first event, already read."""
+    """One streamed answer: ``first`` is the upstream's first batch of events, already read.
+
+    Events are read in batches (what one network read carried) and forwarded in one write per batch.
+    """
 
     def __init__(
         self,
         ctx: RequestContext,
         upstream_dialect: str,
         response: aiohttp.ClientResponse,
-        events: AsyncIterator[SSEEvent],
-        first: SSEEvent,
+        events: AsyncIterator[list[SSEEvent]],
+        first: list[SSEEvent],
         attempt: Attempt,
         finish: Callable[[RequestContext], None],
     ) -> None:
@@ -94,6 +97,7 @@ class StreamRelay:
         self.completed = False
         self.finished = False
         self.upstream_fingerprint: str | None = None
+        self._out: list[bytes] = []  # this batch's output, not yet sent
         self._pending = b""  # events owed to the client before an error event
 
     # -- per-event handling: returns the bytes to send to the client ----------------------------
@@ -169,14 +173,21 @@ class StreamRelay:
     async def __aiter__(self) -> AsyncIterator[bytes]:
         ctx = self.ctx
         try:
-            ev: SSEEvent | None = self.first
-            while ev is not None:
-                out = self.handle(ev)
-                if out:
-                    yield out
+            batch: list[SSEEvent] | None = self.first
+            while batch is not None:
+                for ev in batch:
+                    out = self.handle(ev)
+                    if out:
+                        self._out.append(out)
+                    if self.completed:
+                        break
+                if self._out:
+                    data = b"".join(self._out)
+                    self._out = []
+                    yield data
                 if self.completed:
                     break
-                ev = await anext(self.events, None)
+                batch = await anext(self.events, None)
             if not self.completed:
                 raise UpstreamUnavailable(
                     f"deployment {self.attempt.deployment!r} ended the stream before it was complete "
@@ -188,7 +199,7 @@ class StreamRelay:
             err = _as_stream_error(e, self.attempt.deployment)
             ctx.fail(err)
             self.attempt.outcome, self.attempt.error = "error", err.message
-            yield self._pending + error_event(ctx.dialect, err, ctx.request_id)
+            yield b"".join(self._out) + self._pending + error_event(ctx.dialect, err, ctx.request_id)
         except (asyncio.CancelledError, GeneratorExit):
             ctx.status, ctx.error_code = 499, "client_closed"
             ctx.error_message = "the client closed the connection before the stream ended"
@@ -199,7 +210,7 @@ class StreamRelay:
             err = BastionError(f"internal error while relaying the stream: {type(e).__name__}", status=500)
             ctx.fail(err)
             self.attempt.outcome, self.attempt.error = "error", err.message
-            yield error_event(ctx.dialect, err, ctx.request_id)
+            yield b"".join(self._out) + error_event(ctx.dialect, err, ctx.request_id)
         finally:
             self.attempt.ended_at = ctx.now()
             if self.completed:

@@ -1,4 +1,7 @@
-"""Server-sent events read from an aiohttp response, one event at a time, with its raw bytes."""
+"""Server-sent events read from an aiohttp response, in batches of whatever one network read carried.
+
+Reading by chunk rather than by line lets the relay forward every event already received in one write.
+"""
 
 from __future__ import annotations
 
@@ -15,27 +18,50 @@ class SSEEvent:
     raw: bytes
 
 
-async def iter_sse(response: aiohttp.ClientResponse) -> AsyncIterator[SSEEvent]:
-    """Yield events; comment lines (``:``) and events without data are skipped.
+def _parse(block: bytes) -> SSEEvent | None:
+    """One event block (lines without the blank separator); None when it carries no data."""
+    event: str | None = None
+    data: list[bytes] = []
+    raw: list[bytes] = []
+    for line in block.split(b"\n"):
+        line = line.rstrip(b"\r")
+        if not line:
+            continue
+        raw.append(line + b"\n")
+        if line.startswith(b"data:"):
+            value = line[5:]
+            data.append(value[1:] if value.startswith(b" ") else value)
+        elif line.startswith(b"event:"):
+            event = line[6:].strip().decode("utf-8", "replace")
+        # "id:", "retry:" and ":" comments carry nothing we use
+    if not data:
+        return None
+    raw.append(b"\n")
+    return SSEEvent(event, b"\n".join(data), b"".join(raw))
+
+
+async def iter_sse_batches(response: aiohttp.ClientResponse) -> AsyncIterator[list[SSEEvent]]:
+    """Yield the complete events of each network read (never an empty list).
 
     Ends when the body ends; a partial event left at the end of the body is dropped (the caller decides
     whether the stream was complete from what it saw).
     """
-    event: str | None = None
-    data: list[bytes] = []
-    raw: list[bytes] = []
-    async for line in response.content:
-        stripped = line.rstrip(b"\r\n")
-        if not stripped:
-            if data:
-                raw.append(b"\n")
-                yield SSEEvent(event, b"\n".join(data), b"".join(raw))
-            event, data, raw = None, [], []
+    buf = b""
+    async for chunk in response.content.iter_any():
+        buf += chunk
+        if b"\r\n" in buf:
+            buf = buf.replace(b"\r\n", b"\n")
+        if b"\n\n" not in buf:
             continue
-        raw.append(stripped + b"\n")
-        if stripped.startswith(b"data:"):
-            value = stripped[5:]
-            data.append(value[1:] if value.startswith(b" ") else value)
-        elif stripped.startswith(b"event:"):
-            event = stripped[6:].strip().decode("utf-8", "replace")
-        # "id:", "retry:" and ":" comments carry nothing we use
+        blocks = buf.split(b"\n\n")
+        buf = blocks.pop()
+        events = [e for e in (_parse(b) for b in blocks) if e is not None]
+        if events:
+            yield events
+
+
+async def iter_sse(response: aiohttp.ClientResponse) -> AsyncIterator[SSEEvent]:
+    """Yield events one at a time."""
+    async for batch in iter_sse_batches(response):
+        for ev in batch:
+            yield ev
