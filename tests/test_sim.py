@@ -5,10 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import anthropic
 import httpx
@@ -17,6 +14,7 @@ import pytest
 from pydantic import BaseModel
 
 from bastion.sim.generate import count_tokens
+from tests.procs import start_sim
 
 SIM_YAML = """
 seed: 7
@@ -26,27 +24,13 @@ output_tokens: {min: 5, max: 20}
 """
 
 
-def start_sim(tmp: Path, yaml_text: str) -> tuple[subprocess.Popen, str]:
-    cfg = tmp / "sim.yaml"
-    cfg.write_text(yaml_text)
-    with open(tmp / "sim.log", "w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "bastion.sim.server", "--port", "0", "--config", str(cfg)],
-            stdout=subprocess.PIPE, stderr=log, text=True,
-        )
-    line = proc.stdout.readline().strip()
-    if not line.startswith("bastion sim listening on "):
-        proc.kill()
-        raise RuntimeError(f"sim did not start: {line!r} {(tmp / 'sim.log').read_text()}")
-    return proc, line.rsplit(" ", 1)[1]
-
-
 @pytest.fixture(scope="module")
 def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    proc, base = start_sim(tmp_path_factory.mktemp("sim"), SIM_YAML)
-    yield base
-    proc.terminate()
-    proc.wait(10)
+    cfg = tmp_path_factory.mktemp("sim") / "sim.yaml"
+    cfg.write_text(SIM_YAML)
+    proc = start_sim(cfg)
+    yield proc.url
+    proc.stop()
 
 
 @pytest.fixture(scope="module")

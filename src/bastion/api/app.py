@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
@@ -27,7 +26,6 @@ def create_app(config: BastionConfig, gateway: Gateway | None = None) -> Starlet
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await gw.start()
-        gw.started_at = time.time()  # type: ignore[attr-defined]
         try:
             yield
         finally:
@@ -37,7 +35,7 @@ def create_app(config: BastionConfig, gateway: Gateway | None = None) -> Starlet
         return json_response({"status": "ok"})
 
     async def readyz(request: Request) -> Response:
-        writer_alive = gw.writer._thread is not None and gw.writer._thread.is_alive()
+        writer_alive = gw.writer.alive
         ok = gw.ready and writer_alive
         body = {"status": "ready" if ok else "not ready", "log_writer": writer_alive, "log_queue": gw.writer.pending}
         return json_response(body, status=200 if ok else 503)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -104,7 +103,7 @@ def model_routes(gw: Gateway) -> dict[str, Callable[[Request], Awaitable[Respons
             await gw.keys.authenticate(presented_key(request))
         except BastionError as e:
             return error_response(e, "openai", new_request_id())
-        created = int(gw.started_at if hasattr(gw, "started_at") else time.time())
+        created = int(gw.started_at)
         data = [
             {
                 "id": alias,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,9 +53,11 @@ class Gateway:
             on_flush=self.metrics.on_flush,
         )
         self.ready = False
+        self.started_at = time.time()
 
     async def start(self) -> None:
         await asyncio.to_thread(self.writer.start)
+        self.started_at = time.time()
         self.ready = True
 
     async def stop(self) -> None:

@@ -62,6 +62,10 @@ class LogWriter:
         self._spill([record])
 
     @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
     def pending(self) -> int:
         return len(self._queue)
 
