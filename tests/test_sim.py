@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-from collections.abc import Iterator
 
 import anthropic
 import httpx
@@ -14,7 +13,7 @@ import pytest
 from pydantic import BaseModel
 
 from bastion.sim.generate import count_tokens
-from tests.procs import start_sim
+from tests.sim_fixtures import claude, oai, sim  # noqa: F401  (fixtures)
 
 SIM_YAML = """
 seed: 7
@@ -22,25 +21,6 @@ model_version: "2026-11-01"
 system_fingerprint: "fp_test"
 output_tokens: {min: 5, max: 20}
 """
-
-
-@pytest.fixture(scope="module")
-def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    cfg = tmp_path_factory.mktemp("sim") / "sim.yaml"
-    cfg.write_text(SIM_YAML)
-    proc = start_sim(cfg)
-    yield proc.url
-    proc.stop()
-
-
-@pytest.fixture(scope="module")
-def oai(sim: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=sim + "/v1", api_key="sk-test", max_retries=0)
-
-
-@pytest.fixture(scope="module")
-def claude(sim: str) -> anthropic.Anthropic:
-    return anthropic.Anthropic(base_url=sim, api_key="sk-ant-test", max_retries=0)
 
 
 USER = [{"role": "user", "content": "Tell me about rivers."}]

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import anthropic
 import httpx
 import openai
 import pytest
 
-from tests.procs import start_sim
+from tests.sim_fixtures import claude, oai, sim  # noqa: F401  (fixtures)
 
 SIM_YAML = """
 seed: 11
@@ -30,25 +29,6 @@ try:
                                                      httpx2.RemoteProtocolError)
 except ImportError:
     STREAM_BROKEN = (anthropic.APIConnectionError, httpx.RemoteProtocolError)
-
-
-@pytest.fixture(scope="module")
-def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    cfg = tmp_path_factory.mktemp("simf") / "sim.yaml"
-    cfg.write_text(SIM_YAML)
-    proc = start_sim(cfg)
-    yield proc.url
-    proc.stop()
-
-
-@pytest.fixture(scope="module")
-def oai(sim: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=sim + "/v1", api_key="sk-test", max_retries=0)
-
-
-@pytest.fixture(scope="module")
-def claude(sim: str) -> anthropic.Anthropic:
-    return anthropic.Anthropic(base_url=sim, api_key="sk-ant-test", max_retries=0)
 
 
 def fault(kind: str) -> list[dict]:
