@@ -58,7 +58,18 @@ def start_sim(config_path: Path | None = None, extra: Sequence[str] = ()) -> Pro
     return start(args)
 
 
-def write_config(path: Path, sim_url: str, *, store: Path, extra_yaml: str = "", flush_ms: int = 50) -> Path:
+# The shared end-to-end stack injects faults on purpose into deployments that every test uses, so it runs
+# with one attempt per request and no breakers; tests/test_reliability*.py start stacks of their own.
+SINGLE_ATTEMPT = """
+routing:
+  retry: {max_attempts: 1}
+  breaker: {enabled: false}
+"""
+
+
+def write_config(
+    path: Path, sim_url: str, *, store: Path, extra_yaml: str = "", flush_ms: int = 50, routing_yaml: str = SINGLE_ATTEMPT
+) -> Path:
     path.write_text(
         f"""
 server:
@@ -112,6 +123,7 @@ tenants:
   default: {{}}
   acme: {{}}
   globex: {{}}
+{routing_yaml}
 {extra_yaml}
 """
     )

@@ -21,6 +21,9 @@ log = logging.getLogger("bastion.api")
 Runner = Callable[[RequestContext, dict[str, Any]], Awaitable[Result]]
 
 
+_OPTION_HEADERS = ("timeout-connect", "timeout-first-token", "timeout-chunk-gap", "timeout-total", "hedge")
+
+
 def _end_user(request: Request, body: dict[str, Any], dialect: str) -> str | None:
     user = request.headers.get("x-bastion-user")
     if user:
@@ -55,6 +58,10 @@ async def handle(
         check(body)
         ctx.user = _end_user(request, body, dialect) or ctx.key.user
         ctx.session = request.headers.get("x-bastion-session")
+        for name in _OPTION_HEADERS:
+            value = request.headers.get("x-bastion-" + name)
+            if value is not None:
+                ctx.options[name] = value
         result = await run(ctx, body)
         if result.stream is not None:
             streaming = True

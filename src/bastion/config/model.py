@@ -6,6 +6,16 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from .reliability import (
+    BreakerConfig,
+    FallbackConfig,
+    HedgeConfig,
+    RetryConfig,
+    RoutingDefaults,
+    Strategy,
+    TimeoutsConfig,
+)
+
 ProviderType = Literal["openai", "anthropic", "azure", "sim"]
 
 
@@ -78,6 +88,8 @@ class DeploymentConfig(_Strict):
     model: str = Field(description="the exact upstream model id (or Azure deployment name) this alias is pinned to")
     name: str | None = Field(None, description="defaults to provider/model")
     weight: float = Field(1.0, gt=0)
+    rpm: int | None = Field(None, ge=1, description="the provider's requests-per-minute limit for this deployment")
+    tpm: int | None = Field(None, ge=1, description="the provider's tokens-per-minute limit for this deployment")
 
     @property
     def id(self) -> str:
@@ -88,6 +100,12 @@ class ModelConfig(_Strict):
     kind: Literal["chat", "embedding"] = "chat"
     deployments: list[DeploymentConfig] = Field(min_length=1)
     description: str | None = None
+    strategy: Strategy | None = Field(None, description="load balancing; default: routing.strategy")
+    timeouts: TimeoutsConfig | None = None
+    retry: RetryConfig | None = None
+    breaker: BreakerConfig | None = None
+    hedge: HedgeConfig | None = None
+    fallback: FallbackConfig = FallbackConfig()
 
 
 class TenantConfig(_Strict):
@@ -114,6 +132,7 @@ class BastionConfig(_Strict):
     server: ServerConfig = ServerConfig()
     store: StoreConfig = StoreConfig()
     state: StateConfig = StateConfig()
+    routing: RoutingDefaults = RoutingDefaults()
     providers: dict[str, ProviderConfig] = Field(default_factory=dict)
     models: dict[str, ModelConfig] = Field(default_factory=dict)
     tenants: dict[str, TenantConfig] = Field(default_factory=lambda: {"default": TenantConfig()})
@@ -133,6 +152,18 @@ class BastionConfig(_Strict):
                 if d.id in seen:
                     problems.append(f"models.{alias}.deployments.{i}: duplicate deployment {d.id!r}; give it a name")
                 seen.add(d.id)
+            fb = m.fallback
+            for field in ("models", "on_context_overflow", "on_content_filter"):
+                for j, target in enumerate(getattr(fb, field)):
+                    where = f"models.{alias}.fallback.{field}.{j}"
+                    other = self.models.get(target)
+                    if target == alias:
+                        problems.append(f"{where}: an alias cannot fall back to itself")
+                    elif other is None:
+                        known = ", ".join(sorted(self.models)) or "none defined"
+                        problems.append(f"{where}: unknown model alias {target!r} (known: {known})")
+                    elif other.kind != m.kind:
+                        problems.append(f"{where}: {target!r} is a {other.kind} model, {alias!r} is {m.kind}")
         for i, k in enumerate(self.keys):
             if k.tenant not in self.tenants:
                 problems.append(f"keys.{i}.tenant: unknown tenant {k.tenant!r}")

@@ -28,20 +28,33 @@ class Attempt:
     started_at: float
     first_byte_at: float | None = None
     ended_at: float | None = None
-    outcome: str = "pending"  # ok | error | client_closed
+    # ok | error | timeout | cancelled (lost a hedge race) | client_closed | skipped (never sent)
+    outcome: str = "pending"
     status: int | None = None
     error: str | None = None
+    kind: str = "first"  # first | retry | fallback | hedge
+    alias: str | None = None
+    error_code: str | None = None
+    backoff_ms: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "deployment": self.deployment,
+            "alias": self.alias,
+            "kind": self.kind,
             "started_at": self.started_at,
             "first_byte_at": self.first_byte_at,
             "ended_at": self.ended_at,
             "outcome": self.outcome,
             "status": self.status,
+            "error_code": self.error_code,
             "error": self.error,
+            "backoff_ms": self.backoff_ms,
         }
+
+    @property
+    def sent(self) -> bool:
+        return self.outcome != "skipped"
 
 
 @dataclass(slots=True)
@@ -71,10 +84,18 @@ class RequestContext:
     usage: dict[str, int] = field(default_factory=dict)
     response: Any = None
     attempts: list[Attempt] = field(default_factory=list)
+    options: dict[str, str] = field(default_factory=dict)  # x-bastion-* request headers (timeouts, hedge)
+    degraded: bool = False
+    served_alias: str | None = None  # the alias that answered (a fallback alias, or the requested one)
+    open_stream: Any = None  # the executor's Ready while its stream is being relayed
 
     def now(self) -> float:
         """Wall-clock time derived from the monotonic clock (consistent within the request)."""
         return self.received_at + (time.perf_counter() - self.t0)
+
+    def mark_first_byte_at(self, t: float | None) -> None:
+        if self.first_byte_at is None and t is not None:
+            self.first_byte_at = t
 
     def mark_first_byte(self) -> None:
         if self.first_byte_at is None:

@@ -8,18 +8,19 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
 import orjson
 
 from bastion.config.model import BastionConfig
-from bastion.errors import BastionError, ModelNotFound, UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from bastion.errors import BastionError, ModelNotFound
 from bastion.keys import KeyRing
-from bastion.providers import iter_sse_batches
-from bastion.routing import Deployment, Router
+from bastion.routing import Candidate, Route, Router
+from bastion.state import open_state
 from bastion.store import LogWriter, open_store
 from bastion.telemetry import Metrics
 
-from .context import Attempt, RequestContext
+from .context import RequestContext
+from .degraded import degraded_body, degraded_stream
+from .executor import Executor, Exhausted, MakeRequest, Ready
 from .relay import StreamRelay
 from .translate import client_response, response_facts, upstream_body
 
@@ -40,9 +41,11 @@ class Gateway:
     def __init__(self, config: BastionConfig) -> None:
         self.config = config
         self.router = Router(config)
+        self.state = open_state(config.state.url)
         self.store = open_store(config.store.url)
         self.keys = KeyRing(config, self.store)
         self.metrics = Metrics()
+        self.executor = Executor(self.router, self.state, self.metrics)
         sc = config.store
         self.writer = LogWriter(
             self.store,
@@ -63,6 +66,7 @@ class Gateway:
     async def stop(self) -> None:
         self.ready = False
         await self.router.close()
+        await self.state.close()
         await asyncio.to_thread(self.writer.close)
 
     # ---- accounting --------------------------------------------------------------------------
@@ -84,58 +88,74 @@ class Gateway:
             m.tokens.labels(model, "completion").inc(ctx.usage.get("completion_tokens", 0))
         for a in ctx.attempts:
             m.attempts.labels(a.deployment, a.outcome).inc()
+        ready = ctx.open_stream
+        if ready is not None:
+            ctx.open_stream = None
+            self.executor.stream_finished(ready, ok=ready.attempt.outcome == "ok",
+                                          usage_tokens=int(ctx.usage.get("total_tokens") or 0))
         sc = self.config.store
         self.writer.submit(ctx.to_record(log_bodies=sc.log_bodies, redact_keys=sc.redact_keys))
 
     @staticmethod
     def headers(ctx: RequestContext) -> dict[str, str]:
-        h = {"x-bastion-request-id": ctx.request_id, "x-bastion-attempts": str(len(ctx.attempts))}
+        sent = sum(1 for a in ctx.attempts if a.outcome != "skipped")
+        h = {"x-bastion-request-id": ctx.request_id, "x-bastion-attempts": str(sent)}
         h["x-request-id" if ctx.dialect == "openai" else "request-id"] = ctx.request_id
         if ctx.deployment:
             h["x-bastion-deployment"] = ctx.deployment
         if ctx.served_model:
             h["x-bastion-model"] = ctx.served_model
+        if ctx.served_alias and ctx.served_alias != ctx.alias:
+            h["x-bastion-fallback-model"] = ctx.served_alias
+        if len(ctx.attempts) > 1:
+            h["x-bastion-trail"] = ", ".join(
+                f"{a.deployment}={a.error_code or a.outcome}" if a.outcome != "ok" else f"{a.deployment}=ok"
+                for a in ctx.attempts
+            )[:1000]
         return h
 
-    # ---- upstream call -----------------------------------------------------------------------
-    async def _open(self, ctx: RequestContext, dep: Deployment, url: str, payload: bytes) -> tuple[aiohttp.ClientResponse, Attempt]:
+    # ---- upstream calls through the attempt loop -----------------------------------------------
+    def _serve(self, ctx: RequestContext, ready: Ready) -> None:
+        dep = ready.cand.deployment
         ctx.deployment, ctx.provider, ctx.upstream_model = dep.id, dep.provider.name, dep.model
-        attempt = Attempt(dep.id, ctx.now())
-        ctx.attempts.append(attempt)
-        try:
-            resp = await dep.provider.post(url, payload, deployment=dep.id)
-        except UpstreamError as e:
-            attempt.ended_at, attempt.outcome = ctx.now(), "error"
-            attempt.status, attempt.error = e.upstream_status, e.message
-            raise
-        attempt.status = resp.status
-        return resp, attempt
+        ctx.served_alias = ready.cand.route.alias
+        ctx.mark_first_byte_at(ready.attempt.first_byte_at)
 
-    async def _read_json(
-        self, resp: aiohttp.ClientResponse, attempt: Attempt, ctx: RequestContext
-    ) -> tuple[bytes, dict[str, Any]]:
+    def _note_failure(self, ctx: RequestContext) -> None:
+        sent = [a for a in ctx.attempts if a.outcome != "skipped"]
+        if sent:
+            last = self.router.deployment(sent[-1].deployment)
+            if last is not None:
+                ctx.deployment, ctx.provider, ctx.upstream_model = last.id, last.provider.name, last.model
+
+    async def _execute(
+        self, ctx: RequestContext, route: Route, make: MakeRequest, *, stream: bool, body: dict[str, Any]
+    ) -> Ready | Result:
         try:
-            raw = await resp.read()
-        except TimeoutError:
-            raise UpstreamTimeout(f"deployment {attempt.deployment!r} stopped sending its answer") from None
-        except aiohttp.ClientError as e:
-            raise UpstreamUnavailable(
-                f"deployment {attempt.deployment!r} dropped the connection while answering ({type(e).__name__})"
-            ) from None
-        finally:
-            resp.release()
-        attempt.first_byte_at = ctx.now()
-        ctx.mark_first_byte()
-        try:
-            data = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            raise UpstreamUnavailable(
-                f"deployment {attempt.deployment!r} answered with malformed JSON ({len(raw)} bytes)",
-                code="upstream_malformed",
-            ) from None
-        if not isinstance(data, dict):
-            raise UpstreamUnavailable(f"deployment {attempt.deployment!r} answered with a non-object JSON body")
-        return raw, data
+            return await self.executor.run(ctx, route, make, stream=stream, body=body)
+        except Exhausted as ex:
+            self._note_failure(ctx)
+            degraded = route.policy.fallback.degraded
+            if degraded is None or route.kind != "chat":
+                raise ex.error from None
+            return self._degraded(ctx, route, ex.error, stream)
+
+    def _degraded(self, ctx: RequestContext, route: Route, err: BastionError, stream: bool) -> Result:
+        cfg = route.policy.fallback.degraded
+        assert cfg is not None
+        ctx.degraded = True
+        ctx.error_code, ctx.error_message = "degraded", f"served the degraded answer because {err.message}"
+        ctx.response = degraded_body(ctx.dialect, route.alias, cfg)
+        ctx.finish_reason = cfg.finish_reason
+        ctx.served_model = route.alias
+        self.metrics.degraded.labels(route.alias).inc()
+        headers = self.headers(ctx) | {"x-bastion-degraded": "true"}
+        self.finish(ctx)
+        if stream:
+            wants_usage = bool(((ctx.body or {}).get("stream_options") or {}).get("include_usage"))
+            return Result(headers=headers, stream=degraded_stream(ctx.dialect, route.alias, cfg, wants_usage),
+                          media_type="text/event-stream")
+        return Result(headers=headers, body=orjson.dumps(ctx.response))
 
     # ---- chat (both dialects) ----------------------------------------------------------------
     async def chat(self, ctx: RequestContext, body: dict[str, Any], *, pin: str | None = None) -> Result:
@@ -144,56 +164,53 @@ class Gateway:
             pinned = self.router.deployment(pin)
             if pinned is None:
                 raise ModelNotFound(f"deployment {pin!r} is no longer in the config; cannot send to it")
-            dep = pinned
-            ctx.alias = ctx.alias or dep.alias
+            ctx.alias = ctx.alias or pinned.alias
+            route = self.router.pinned_route(pinned)
         else:
             route = self.router.route(body.get("model"), "chat")
             ctx.alias = route.alias
-            dep = self.router.plan(route)[0]
-        ctx.stream = bool(body.get("stream"))
-        up = dep.provider.dialect
-        payload = orjson.dumps(upstream_body(ctx.dialect, up, body, dep.model, ctx.stream))
-        resp, attempt = await self._open(ctx, dep, dep.provider.chat_url(dep.model), payload)
-        try:
-            if ctx.stream:
-                return await self._start_stream(ctx, up, resp, attempt)
-            raw, data = await self._read_json(resp, attempt, ctx)
-        except BastionError as e:
-            attempt.ended_at, attempt.outcome, attempt.error = ctx.now(), "error", e.message
-            resp.close()
-            raise
-        attempt.ended_at, attempt.outcome = ctx.now(), "ok"
+        ctx.stream = stream = bool(body.get("stream"))
+
+        def make(cand: Candidate) -> tuple[str, bytes]:
+            dep = cand.deployment
+            payload = upstream_body(ctx.dialect, dep.provider.dialect, body, dep.model, stream)
+            return dep.provider.chat_url(dep.model), orjson.dumps(payload)
+
+        ready = await self._execute(ctx, route, make, stream=stream, body=body)
+        if isinstance(ready, Result):
+            return ready
+        self._serve(ctx, ready)
+        up = ready.cand.deployment.provider.dialect
+        if stream:
+            return self._start_stream(ctx, up, ready)
+        raw, data = ready.raw, ready.data
         out = client_response(ctx.dialect, up, data)
         ctx.response = out
         ctx.usage, ctx.served_model, ctx.system_fingerprint, ctx.finish_reason = response_facts(ctx.dialect, out)
         if up != ctx.dialect:
             _, served, fp, _ = response_facts(up, data)
             ctx.served_model, ctx.system_fingerprint = served or ctx.served_model, fp or ctx.system_fingerprint
-        if up != ctx.dialect:
             raw = orjson.dumps(out)  # same dialect: the upstream's bytes go through untouched
+        self._settle_tokens(ready, ctx)
         self.finish(ctx)
         return Result(headers=self.headers(ctx), body=raw)
 
-    async def _start_stream(self, ctx: RequestContext, up: str, resp: aiohttp.ClientResponse, attempt: Attempt) -> Result:
-        events = iter_sse_batches(resp)
-        try:
-            first = await anext(events)
-        except StopAsyncIteration:
-            raise UpstreamUnavailable(f"deployment {attempt.deployment!r} sent an empty stream") from None
-        except TimeoutError:
-            raise UpstreamTimeout(f"deployment {attempt.deployment!r} sent no first token in time") from None
-        except aiohttp.ClientError as e:
-            raise UpstreamUnavailable(
-                f"deployment {attempt.deployment!r} dropped the connection before the first token ({type(e).__name__})"
-            ) from None
-        attempt.first_byte_at = ctx.now()
+    def _settle_tokens(self, ready: Ready, ctx: RequestContext) -> None:
+        dep = ready.cand.deployment
+        if dep.tpm is not None:
+            self.executor.settle_tokens(dep, ready.est_tokens, int(ctx.usage.get("total_tokens") or 0))
+
+    def _start_stream(self, ctx: RequestContext, up: str, ready: Ready) -> Result:
+        first, attempt = ready.first, ready.attempt
         try:
             peek = orjson.loads(first[0].data) if first[0].data != b"[DONE]" else {}
         except orjson.JSONDecodeError:
             peek = {}
         if isinstance(peek, dict):
             ctx.served_model = peek.get("model") or (peek.get("message") or {}).get("model")
-        relay = StreamRelay(ctx, up, resp, events, first, attempt, self.finish)
+        assert ready.resp is not None and ready.events is not None
+        ctx.open_stream = ready
+        relay = StreamRelay(ctx, up, ready.resp, ready.events, first, attempt, self.finish)
         return Result(
             headers=self.headers(ctx),
             stream=relay.__aiter__(),
@@ -205,15 +222,15 @@ class Gateway:
     async def embeddings(self, ctx: RequestContext, body: dict[str, Any]) -> Result:
         route = self.router.route(body.get("model"), "embedding")
         ctx.alias = route.alias
-        dep = self.router.plan(route)[0]
-        url = dep.provider.embeddings_url(dep.model)
-        resp, attempt = await self._open(ctx, dep, url, orjson.dumps({**body, "model": dep.model}))
-        try:
-            raw, raw_data = await self._read_json(resp, attempt, ctx)
-        except BastionError as e:
-            attempt.ended_at, attempt.outcome, attempt.error = ctx.now(), "error", e.message
-            raise
-        attempt.ended_at, attempt.outcome = ctx.now(), "ok"
+
+        def make(cand: Candidate) -> tuple[str, bytes]:
+            dep = cand.deployment
+            return dep.provider.embeddings_url(dep.model), orjson.dumps({**body, "model": dep.model})
+
+        ready = await self._execute(ctx, route, make, stream=False, body=body)
+        assert isinstance(ready, Ready)
+        self._serve(ctx, ready)
+        raw, raw_data = ready.raw, ready.data
         usage = raw_data.get("usage") or {}
         ctx.usage = {
             "prompt_tokens": int(usage.get("prompt_tokens") or 0),
@@ -224,5 +241,6 @@ class Gateway:
         vectors = raw_data.get("data") or []
         # Vectors are derived data, reproducible by replay: the log keeps their count, not their bytes.
         ctx.response = {k: v for k, v in raw_data.items() if k != "data"} | {"data_count": len(vectors)}
+        self._settle_tokens(ready, ctx)
         self.finish(ctx)
         return Result(headers=self.headers(ctx), body=raw)

@@ -110,12 +110,17 @@ class Provider:
         if self._session is not None:
             await self._session.close()
 
-    async def post(self, url: str, body: bytes, *, deployment: str) -> aiohttp.ClientResponse:
+    async def post(
+        self, url: str, body: bytes, *, deployment: str, timeout: aiohttp.ClientTimeout | None = None
+    ) -> aiohttp.ClientResponse:
         headers = {"content-type": "application/json", "user-agent": "bastion/0.1"}
         headers.update(self.auth_headers(self.api_key()))
         headers.update(self.config.headers)
         try:
-            resp = await self.session().post(url, data=body, headers=headers)
+            if timeout is None:
+                resp = await self.session().post(url, data=body, headers=headers)
+            else:
+                resp = await self.session().post(url, data=body, headers=headers, timeout=timeout)
         except TimeoutError:
             raise UpstreamTimeout(f"deployment {deployment!r} did not answer in time ({url})") from None
         except aiohttp.ClientConnectorError as e:

@@ -1,3 +1,13 @@
-from .router import Deployment, Route, Router
+"""Routing: aliases to deployments, load balancing, breakers, budgets, rate limits, failure classes."""
 
-__all__ = ["Deployment", "Route", "Router"]
+from .breaker import Breakers, Gate
+from .budget import Budget
+from .classify import Failure, classify
+from .limits import DeploymentLimits
+from .router import Candidate, Deployment, Policy, Route, Router
+from .stats import DeploymentStats, LatencyWindow
+
+__all__ = [
+    "Breakers", "Budget", "Candidate", "Deployment", "DeploymentLimits", "DeploymentStats", "Failure", "Gate",
+    "LatencyWindow", "Policy", "Route", "Router", "classify",
+]

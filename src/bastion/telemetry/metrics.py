@@ -34,9 +34,38 @@ class Metrics:
             "bastion_upstream_attempts", "Upstream attempts by deployment and outcome",
             ["deployment", "outcome"], registry=r,
         )
+        self.retries = Counter(
+            "bastion_retries", "Attempts that re-tried a deployment already tried for the request",
+            ["model", "deployment"], registry=r,
+        )
+        self.fallbacks = Counter(
+            "bastion_fallbacks", "Moves to another deployment or alias after a failed attempt, by reason",
+            ["model", "to_model", "reason"], registry=r,
+        )
+        self.skips = Counter(
+            "bastion_deployment_skips", "Deployments passed over without a call, by reason",
+            ["deployment", "reason"], registry=r,
+        )
+        self.hedges = Counter(
+            "bastion_hedges", "Hedged attempts: started, and whether the hedge or the original answered first",
+            ["model", "outcome"], registry=r,
+        )
+        self.breaker_changes = Counter(
+            "bastion_breaker_transitions", "Circuit breaker state changes", ["deployment", "state"], registry=r,
+        )
+        self.breaker_state = Gauge(
+            "bastion_breaker_state", "Circuit breaker state: 0 closed, 1 half-open, 2 open", ["deployment"], registry=r,
+        )
+        self.degraded = Counter(
+            "bastion_degraded_answers", "Requests answered with the configured degraded answer", ["model"], registry=r,
+        )
         self.inflight = Gauge("bastion_inflight_requests", "Requests being served now", registry=r)
         self.log_written = Counter("bastion_log_records_written", "Request-log records committed", registry=r)
         self.log_queue = Gauge("bastion_log_queue_depth", "Request-log records waiting to be committed", registry=r)
+
+    def on_breaker(self, deployment: str, state: str) -> None:
+        self.breaker_changes.labels(deployment, state).inc()
+        self.breaker_state.labels(deployment).set({"closed": 0, "half_open": 1, "open": 2}[state])
 
     def on_flush(self, written: int, pending: int) -> None:
         self.log_written.inc(written)

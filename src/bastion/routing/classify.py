@@ -1,0 +1,73 @@
+"""What a failed attempt means for the rest of the request: give up, retry, move on, or re-route."""
+
+from __future__ import annotations
+
+import email.utils
+import random
+import time
+from enum import Enum
+
+from bastion.errors import BastionError, UpstreamError
+
+
+class Failure(Enum):
+    RETRYABLE = "retryable"  # transient: another attempt (here or elsewhere) may succeed
+    DEPLOYMENT = "deployment"  # this deployment cannot serve it (auth, unknown model): try the others
+    CONTEXT_OVERFLOW = "context_overflow"  # the prompt is too long for this model
+    CONTENT_FILTER = "content_filter"  # the upstream's content policy refused it
+    FATAL = "fatal"  # the request itself is wrong (a 400): no other attempt will do better
+
+
+_OVERFLOW_MARKERS = ("context_length_exceeded", "maximum context length", "prompt is too long",
+                     "context window", "too many tokens")
+_FILTER_MARKERS = ("content_filter", "content_policy_violation", "content management policy",
+                   "content filtering policy")
+_RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
+
+
+def classify(err: BastionError) -> Failure:
+    if not isinstance(err, UpstreamError):
+        return Failure.RETRYABLE if err.status in (502, 503, 504) else Failure.FATAL
+    status = err.upstream_status
+    if status is None:  # no HTTP answer: connect error, timeout, dropped or malformed response
+        return Failure.DEPLOYMENT if err.code == "provider_key_missing" else Failure.RETRYABLE
+    text = err.message.lower()
+    if status in (400, 413, 422):
+        if any(m in text for m in _OVERFLOW_MARKERS):
+            return Failure.CONTEXT_OVERFLOW
+        if any(m in text for m in _FILTER_MARKERS):
+            return Failure.CONTENT_FILTER
+        return Failure.FATAL
+    if status in _RETRYABLE_STATUS or status >= 500:
+        return Failure.RETRYABLE
+    if status in (401, 403, 404):
+        return Failure.DEPLOYMENT
+    return Failure.FATAL
+
+
+def counts_against_breaker(kind: Failure) -> bool:
+    return kind in (Failure.RETRYABLE, Failure.DEPLOYMENT)
+
+
+def retry_after_s(headers: dict[str, str]) -> float | None:
+    """The upstream's Retry-After (``retry-after-ms`` preferred), in seconds, or None."""
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return max(0.0, float(ms) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(value) if "," in value else None
+        return None if parsed is None else max(0.0, parsed.timestamp() - time.time())
+
+
+def backoff_s(retry_number: int, base_ms: float, cap_ms: float, rng: random.Random) -> float:
+    """Exponential backoff with full jitter: uniform(0, min(cap, base × 2^(n-1)))."""
+    ceiling = min(cap_ms, base_ms * (2 ** max(0, retry_number - 1)))
+    return rng.uniform(0, ceiling) / 1000

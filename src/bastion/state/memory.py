@@ -1,0 +1,97 @@
+"""The in-process state backend (``memory://``): one replica, no server, nothing to configure.
+
+Every operation runs to completion without yielding to the event loop, so each one is atomic with
+respect to the other requests of this process, which is what the Redis backend gives across replicas.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+
+_BUCKET_S = 1.0
+
+
+class _Window:
+    """Per-second buckets: ``{second: sum}``; old buckets are dropped as the window slides."""
+
+    __slots__ = ("buckets", "span")
+
+    def __init__(self, span: float) -> None:
+        self.buckets: dict[int, float] = {}
+        self.span = span
+
+    def prune(self, now_bucket: int, span_buckets: int) -> None:
+        oldest = now_bucket - span_buckets - 1
+        if len(self.buckets) > span_buckets + 2:
+            for b in [b for b in self.buckets if b <= oldest]:
+                del self.buckets[b]
+
+    def total(self, now_bucket: int, span_buckets: int) -> float:
+        low = now_bucket - span_buckets
+        return sum(v for b, v in self.buckets.items() if b > low)
+
+
+class MemoryState:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._values: dict[str, tuple[str, float]] = {}  # key -> (value, expires_at or inf)
+        self._windows: dict[str, _Window] = {}
+
+    # ---- values ------------------------------------------------------------------------------
+    def _live(self, key: str) -> str | None:
+        item = self._values.get(key)
+        if item is None:
+            return None
+        if item[1] <= self._clock():
+            del self._values[key]
+            return None
+        return item[0]
+
+    def _expiry(self, ttl_s: float | None) -> float:
+        return math.inf if ttl_s is None else self._clock() + ttl_s
+
+    async def get(self, key: str) -> str | None:
+        return self._live(key)
+
+    async def set(self, key: str, value: str, *, ttl_s: float | None = None) -> None:
+        self._values[key] = (value, self._expiry(ttl_s))
+
+    async def delete(self, key: str) -> None:
+        self._values.pop(key, None)
+
+    async def compare_and_set(self, key: str, expected: str | None, value: str, *, ttl_s: float | None = None) -> bool:
+        if self._live(key) != expected:
+            return False
+        self._values[key] = (value, self._expiry(ttl_s))
+        return True
+
+    async def incr(self, key: str, by: int = 1, *, ttl_s: float | None = None) -> int:
+        current = self._live(key)
+        n = (int(current) if current is not None else 0) + by
+        expires = self._values[key][1] if current is not None and ttl_s is None else self._expiry(ttl_s)
+        self._values[key] = (str(n), expires)
+        return n
+
+    # ---- sliding windows ---------------------------------------------------------------------
+    async def window_add(self, key: str, amount: float, window_s: float) -> float:
+        w = self._windows.get(key)
+        if w is None:
+            w = self._windows[key] = _Window(window_s)
+        now_bucket = int(self._clock() // _BUCKET_S)
+        span = max(1, math.ceil(window_s / _BUCKET_S))
+        w.buckets[now_bucket] = w.buckets.get(now_bucket, 0.0) + amount
+        w.prune(now_bucket, span)
+        return w.total(now_bucket, span)
+
+    async def window_sum(self, key: str, window_s: float) -> float:
+        w = self._windows.get(key)
+        if w is None:
+            return 0.0
+        now_bucket = int(self._clock() // _BUCKET_S)
+        return w.total(now_bucket, max(1, math.ceil(window_s / _BUCKET_S)))
+
+    async def close(self) -> None:
+        self._values.clear()
+        self._windows.clear()
