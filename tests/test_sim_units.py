@@ -38,6 +38,9 @@ def test_directives() -> None:
     assert (d.fault, d.latency_ms, d.seed) == ("drop", 20.0, 3)
     _, bad = gen.parse_directives("[[sim:fault=teapot]]")
     assert bad.fault is None
+    for kind in ("content_filter", "context_length"):
+        assert gen.parse_directives(f"[[sim:fault={kind}]]")[1].fault == kind
+        assert gen.apply_headers(gen.Directives(), {"x-sim-fault": kind.upper()}).fault == kind
 
 
 def test_stop_and_cap() -> None:
@@ -128,3 +131,34 @@ def test_fault_decider_pattern() -> None:
     assert [a.decide(faults) for _ in range(50)] == pattern
     assert {None, "429", "500"} == set(pattern)
     assert FaultDecider(1, "p").decide(faults, "drop") == "drop"
+
+
+def test_tail_context_and_filter_config() -> None:
+    cfg = SimConfig.model_validate({
+        "context_window": 100, "latency": {"median_ms": 5, "slow_rate": 0.1},
+        "profiles": {"big": {"context_window": 0, "latency": {"slow_factor": 3}}, "same": {},
+                     "small": {"context_window": 10}}})
+    assert cfg.deployment().context_window == 100 and cfg.deployment("same").context_window == 100
+    assert cfg.deployment("big").context_window is None and cfg.deployment("small").context_window == 10
+    big = cfg.deployment("big").latency
+    assert (big.median_ms, big.slow_rate, big.slow_factor) == (5, 0.1, 3)
+    assert SimConfig().deployment().context_window is None and SimConfig().latency.slow_factor == 10
+    for bad in ({"latency": {"slow_factor": 0.9}}, {"latency": {"slow_rate": 2}}, {"context_window": -5},
+                {"faults": {"rate_content_filter": 0.6, "rate_429": 0.6}}):
+        with pytest.raises(ValueError):
+            SimConfig.model_validate(bad)
+    assert Faults(rate_content_filter=0.2).rates()[-1] == ("content_filter", 0.2)
+
+
+def test_slow_draw_is_seeded_per_profile() -> None:
+    from bastion.sim.state import ProfileStats, SimState
+
+    cfg = SimConfig.model_validate({"latency": {"median_ms": 10, "slow_rate": 0.3, "slow_factor": 5}})
+
+    def delays(profile: str) -> list[float]:
+        state = SimState(cfg)
+        return [state.delay_s(state.deployment(profile), None, ProfileStats()) for _ in range(200)]
+
+    a = delays("p")
+    assert a == delays("p") and a != delays("q")
+    assert 30 < sum(d == 0.05 for d in a) < 90 and all(d in (0.01, 0.05) for d in a)

@@ -12,7 +12,7 @@ from aiohttp import web
 from bastion.sim import generate as gen
 from bastion.sim.config import DEFAULT_PROFILE
 from bastion.sim.delivery import deliver_json, deliver_stream, preflight
-from bastion.sim.faults import anthropic_error_body
+from bastion.sim.faults import CONTEXT_LENGTH, anthropic_error_body, context_length_response, exceeds_context
 from bastion.sim.state import STATE
 
 _ids = itertools.count(1)
@@ -129,9 +129,15 @@ async def messages(request: web.Request) -> web.StreamResponse:
     clean, directives = gen.parse_directives(block_text(last_user.get("content")) if last_user else "")
     gen.apply_headers(directives, request.headers)
     stream = bool(body.get("stream"))
-    dep, fault, stats = state.begin(request.match_info.get("profile", DEFAULT_PROFILE), "messages",
-                                    directives.fault)
-    delay = state.delay_s(dep, directives.latency_ms)
+    profile = request.match_info.get("profile", DEFAULT_PROFILE)
+    n_in = input_tokens(body, msgs)
+    forced = directives.fault
+    if exceeds_context(state.deployment(profile).context_window, n_in, body["max_tokens"]):
+        forced = CONTEXT_LENGTH
+    dep, fault, stats = state.begin(profile, "messages", forced)
+    delay = state.delay_s(dep, directives.latency_ms, stats)
+    if fault == CONTEXT_LENGTH:
+        return context_length_response("anthropic", dep.context_window, n_in, body["max_tokens"])
     early = await preflight(request, "anthropic", fault, dep.faults, delay, stream)
     if early is not None:
         return early
@@ -151,7 +157,6 @@ async def messages(request: web.Request) -> web.StreamResponse:
         tool=tool,
     )
     choice = gen.generate(spec)[0]
-    n_in = input_tokens(body, msgs)
     stats.prompt_tokens += n_in
     stats.completion_tokens += choice.tokens
     tps = directives.tps if directives.tps is not None else dep.tokens_per_second

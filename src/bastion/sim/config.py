@@ -36,11 +36,17 @@ class OutputTokens(_Model):
 
 
 class Latency(_Model):
-    """Delay before a response starts (non-stream: before the body; stream: time to first token)."""
+    """Delay before a response starts (non-stream: before the body; stream: time to first token).
+
+    With probability ``slow_rate`` a request's sampled delay is multiplied by ``slow_factor`` (a heavy
+    tail on top of the distribution; drawn from its own per-profile RNG).
+    """
 
     distribution: Literal["fixed", "uniform", "lognormal"] = "fixed"
     median_ms: float = Field(0.0, ge=0)
     p99_ms: float = Field(0.0, ge=0)
+    slow_rate: float = Field(0.0, ge=0, le=1)
+    slow_factor: float = Field(10.0, ge=1)
 
     def sample_ms(self, rng: random.Random) -> float:
         m = self.median_ms
@@ -71,6 +77,7 @@ class Faults(_Model):
     rate_drop: float = Field(0.0, ge=0, le=1)
     rate_truncate: float = Field(0.0, ge=0, le=1)
     rate_malformed: float = Field(0.0, ge=0, le=1)
+    rate_content_filter: float = Field(0.0, ge=0, le=1)
 
     @model_validator(mode="after")
     def _sum_at_most_one(self) -> Faults:
@@ -87,13 +94,15 @@ class Faults(_Model):
             ("drop", self.rate_drop),
             ("truncate", self.rate_truncate),
             ("malformed", self.rate_malformed),
+            ("content_filter", self.rate_content_filter),
         ]
 
 
 class Profile(_Model):
     """A named upstream "deployment" served under ``/p/{name}/``; unset fields inherit the defaults.
 
-    ``faults`` and ``latency`` are merged field by field over the defaults.
+    ``faults`` and ``latency`` are merged field by field over the defaults. ``context_window``: None
+    inherits the default, 0 means unlimited.
     """
 
     latency: dict[str, Any] | None = None
@@ -102,6 +111,7 @@ class Profile(_Model):
     model_version: str | None = None
     system_fingerprint: str | None = None
     output_tokens: dict[str, Any] | None = None
+    context_window: int | None = Field(None, ge=0)
 
 
 class SimConfig(_Model):
@@ -114,6 +124,7 @@ class SimConfig(_Model):
     tokens_per_second: float = Field(0.0, ge=0, description="0 = as fast as possible")
     faults: Faults = Field(default_factory=Faults)
     embedding_dimensions: int = Field(384, ge=1, le=8192)
+    context_window: int | None = Field(None, ge=0, description="prompt + max_tokens limit; None/0 = unlimited")
     profiles: dict[str, Profile] = Field(default_factory=dict)
 
     @model_validator(mode="after")
@@ -128,7 +139,7 @@ class SimConfig(_Model):
         if p is None:
             return Deployment(
                 profile, self.seed, self.model_version, self.system_fingerprint, self.output_tokens,
-                self.latency, self.tokens_per_second, self.faults,
+                self.latency, self.tokens_per_second, self.faults, self.context_window or None,
             )
         return Deployment(
             profile,
@@ -139,6 +150,7 @@ class SimConfig(_Model):
             _overlay(self.latency, p.latency),
             self.tokens_per_second if p.tokens_per_second is None else p.tokens_per_second,
             _overlay(self.faults, p.faults),
+            (self.context_window if p.context_window is None else p.context_window) or None,
         )
 
     def merged(self, patch: dict[str, Any]) -> SimConfig:
@@ -164,6 +176,7 @@ class Deployment:
     latency: Latency
     tokens_per_second: float
     faults: Faults
+    context_window: int | None  # None = unlimited
 
     def reported_model(self, requested: str) -> str:
         return f"{requested}-{self.model_version}" if self.model_version else requested

@@ -12,8 +12,10 @@ from aiohttp import web
 
 from bastion.sim.config import Faults
 from bastion.sim.faults import (
+    CONTENT_FILTER,
     ERROR_KINDS,
     Dialect,
+    content_filter_response,
     drop_connection,
     error_response,
     hang,
@@ -29,8 +31,9 @@ async def preflight(
 ) -> web.StreamResponse | None:
     """Handle the faults that replace the whole response; ``None`` means go on and answer.
 
-    429 and 503 answer at once (a real rate limiter or overloaded front door does not think first);
-    500 comes after the usual latency.
+    429, 503 and content_filter answer at once (a real rate limiter, overloaded front door or prompt
+    filter does not think first); 500 comes after the usual latency. ``context_length`` is answered by
+    the wire modules, which know the token counts.
     """
     if fault is None:
         return None
@@ -38,6 +41,8 @@ async def preflight(
         if fault == "500" and delay_s > 0:
             await asyncio.sleep(delay_s)
         return error_response(dialect, fault, faults)
+    if fault == CONTENT_FILTER:
+        return content_filter_response(dialect)
     if fault == "timeout":
         return await hang(request, faults.hang_s)
     if fault == "drop" and not stream:

@@ -21,6 +21,14 @@ from bastion.sim.config import Faults
 Dialect = Literal["openai", "anthropic"]
 
 ERROR_KINDS = ("429", "500", "503")
+CONTEXT_LENGTH = "context_length"
+CONTENT_FILTER = "content_filter"
+CONTENT_FILTER_OPENAI = (
+    "The response was filtered due to the prompt triggering Azure OpenAI's content management policy. "
+    "Please modify your prompt and retry. To learn more about our content filtering policies please read our "
+    "documentation: https://go.microsoft.com/fwlink/?linkid=2198766"
+)
+CONTENT_FILTER_ANTHROPIC = "Output blocked by content filtering policy"
 
 
 class FaultDecider:
@@ -119,3 +127,40 @@ def truncated_body(body: bytes) -> bytes:
 def malformed_body(body: bytes) -> bytes:
     """A body that looks like the JSON answer but is not valid JSON."""
     return body[:-1] + b',"sim_malformed": }'
+
+
+def _json400(body: bytes) -> web.Response:
+    return web.Response(status=400, body=body, content_type="application/json")
+
+
+def content_filter_response(dialect: Dialect) -> web.Response:
+    """The 400 of a provider's content filter refusing the request."""
+    if dialect == "anthropic":
+        return _json400(anthropic_error_body("invalid_request_error", CONTENT_FILTER_ANTHROPIC))
+    return _json400(openai_error_body(CONTENT_FILTER_OPENAI, "invalid_request_error", "prompt", CONTENT_FILTER))
+
+
+def exceeds_context(window: int | None, prompt: int, completion: int | None) -> bool:
+    """Whether ``prompt`` tokens plus the requested ``completion`` (max_tokens) overflow ``window``."""
+    return window is not None and prompt + (completion or 0) > window
+
+
+def context_length_response(dialect: Dialect, window: int | None, prompt: int, completion: int | None,
+                            param: str = "messages") -> web.Response:
+    """The 400 for a request over the context window.
+
+    When forced (the request fits, or there is no window) the reported limit is one below the prompt.
+    """
+    total = prompt + (completion or 0)
+    limit = window if window is not None and total > window else max(1, prompt - 1)
+    total = max(total, limit + 1)
+    if dialect == "anthropic":
+        return _json400(anthropic_error_body("invalid_request_error",
+                                             f"prompt is too long: {total} tokens > {limit} maximum"))
+    if completion:
+        detail = (f"you requested {total} tokens ({prompt} in the messages, {completion} in the "
+                  "completion). Please reduce the length of the messages or completion.")
+    else:
+        detail = f"your messages resulted in {total} tokens. Please reduce the length of the messages."
+    message = f"This model's maximum context length is {limit} tokens. However, {detail}"
+    return _json400(openai_error_body(message, "invalid_request_error", param, "context_length_exceeded"))

@@ -23,7 +23,7 @@ _TOKEN_RE = re.compile(r"\w+|[^\w\s]")
 _PIECE_RE = re.compile(r"\s*(?:\w+|[^\w\s])|\s+")
 _DIRECTIVE_RE = re.compile(r"\[\[sim:([a-z_]+)(?:=([^\]]*))?\]\]")
 
-FAULT_KINDS = ("429", "500", "503", "timeout", "drop", "truncate", "malformed")
+FAULT_KINDS = ("429", "500", "503", "timeout", "drop", "truncate", "malformed", "content_filter", "context_length")
 
 VOCAB: tuple[str, ...] = tuple(
     """the a of to and in that is for it with as on be at by this from or an are was not but all

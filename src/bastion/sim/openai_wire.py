@@ -14,7 +14,7 @@ from aiohttp import web
 from bastion.sim import generate as gen
 from bastion.sim.config import DEFAULT_PROFILE, Deployment
 from bastion.sim.delivery import deliver_json, deliver_stream, preflight
-from bastion.sim.faults import openai_error_body
+from bastion.sim.faults import CONTEXT_LENGTH, context_length_response, exceeds_context, openai_error_body
 from bastion.sim.state import STATE
 
 _ids = itertools.count(1)
@@ -184,8 +184,17 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     clean, directives = gen.parse_directives(content_text(last_user.get("content")) if last_user else "")
     gen.apply_headers(directives, request.headers)
     stream = bool(body.get("stream"))
-    dep, fault, stats = state.begin(_profile(request), "chat.completions", directives.fault)
-    delay = state.delay_s(dep, directives.latency_ms)
+    profile = _profile(request)
+    tools = body.get("tools")
+    n_prompt = prompt_tokens(messages, tools)
+    max_out = body.get("max_completion_tokens") or body.get("max_tokens")
+    forced = directives.fault
+    if exceeds_context(state.deployment(profile).context_window, n_prompt, max_out):
+        forced = CONTEXT_LENGTH
+    dep, fault, stats = state.begin(profile, "chat.completions", forced)
+    delay = state.delay_s(dep, directives.latency_ms, stats)
+    if fault == CONTEXT_LENGTH:
+        return context_length_response("openai", dep.context_window, n_prompt, max_out)
     early = await preflight(request, "openai", fault, dep.faults, delay, stream)
     if early is not None:
         return early
@@ -196,7 +205,6 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     if rf.get("type") == "json_schema":
         schema = (rf.get("json_schema") or {}).get("schema") or {"type": "object"}
     stop = body.get("stop")
-    tools = body.get("tools")
     spec = gen.GenSpec(
         seed=gen.seed_for(dep.seed, dep.profile, model, dep.model_version, [messages, tools, rf or None],
                           _request_seed(body, directives), body.get("temperature", 1)),
@@ -204,7 +212,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         min_tokens=dep.output_tokens.min,
         max_tokens_range=dep.output_tokens.max,
         forced_tokens=directives.tokens,
-        max_tokens=body.get("max_completion_tokens") or body.get("max_tokens"),
+        max_tokens=max_out,
         echo_text=clean if directives.echo else None,
         stop=[stop] if isinstance(stop, str) else list(stop or ()),
         tool=tool,
@@ -214,7 +222,6 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         top_logprobs=body.get("top_logprobs") or 0,
     )
     choices = gen.generate(spec)
-    n_prompt = prompt_tokens(messages, tools)
     n_completion = sum(c.tokens for c in choices)
     stats.prompt_tokens += n_prompt
     stats.completion_tokens += n_completion
@@ -356,7 +363,9 @@ async def embeddings(request: web.Request) -> web.StreamResponse:
         return _bad(e)
     directives = gen.apply_headers(gen.Directives(), request.headers)
     dep, fault, stats = state.begin(_profile(request), "embeddings", directives.fault)
-    delay = state.delay_s(dep, directives.latency_ms)
+    delay = state.delay_s(dep, directives.latency_ms, stats)
+    if fault == CONTEXT_LENGTH:  # only when forced: the context window applies to chat, not embeddings
+        return context_length_response("openai", None, sum(k for _, k in items), None, "input")
     early = await preflight(request, "openai", fault, dep.faults, delay, False)
     if early is not None:
         return early

@@ -1,4 +1,4 @@
-"""The simulator's mutable state: current config, per-profile fault and latency RNGs, and stats."""
+"""The simulator's mutable state: current config, per-profile fault, latency and slow RNGs, and stats."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ class ProfileStats:
     streams_completed: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    slow_requests: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -34,6 +35,7 @@ class ProfileStats:
             "streams_completed": self.streams_completed,
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
+            "slow_requests": self.slow_requests,
         }
 
 
@@ -43,6 +45,7 @@ class SimState:
         self._deployments: dict[str, Deployment] = {}
         self._deciders: dict[str, FaultDecider] = {}
         self._latency_rngs: dict[str, random.Random] = {}
+        self._slow_rngs: dict[str, random.Random] = {}
         self.stats: dict[str, ProfileStats] = {}
 
     def deployment(self, profile: str) -> Deployment:
@@ -58,6 +61,7 @@ class SimState:
         if reseed:
             self._deciders.clear()
             self._latency_rngs.clear()
+            self._slow_rngs.clear()
 
     def begin(self, profile: str, endpoint: str, forced_fault: str | None, faults: bool = True
               ) -> tuple[Deployment, str | None, ProfileStats]:
@@ -78,22 +82,37 @@ class SimState:
                 st.faults[fault] += 1
         return dep, fault, st
 
-    def delay_s(self, dep: Deployment, forced_ms: float | None) -> float:
-        """The pre-response delay in seconds: forced, or sampled from the profile's distribution."""
+    def delay_s(self, dep: Deployment, forced_ms: float | None, stats: ProfileStats | None = None) -> float:
+        """The pre-response delay in seconds: forced, or sampled from the profile's distribution.
+
+        With ``slow_rate`` > 0 every request draws from the profile's "slow" RNG (a stream of its own,
+        drawn even when the latency is forced, so neither faults nor forced requests shift the pattern);
+        a slow request's sampled delay is multiplied by ``slow_factor``.
+        """
+        lat = dep.latency
+        slow = False
+        if lat.slow_rate > 0:
+            srng = self._slow_rngs.get(dep.profile)
+            if srng is None:
+                srng = self._slow_rngs[dep.profile] = random.Random(f"slow:{dep.seed}:{dep.profile}")
+            slow = srng.random() < lat.slow_rate
         if forced_ms is not None:
             return forced_ms / 1000.0
-        lat = dep.latency
+        if slow and stats is not None:
+            stats.slow_requests += 1
         if lat.median_ms <= 0 and lat.p99_ms <= 0:
             return 0.0
         rng = self._latency_rngs.get(dep.profile)
         if rng is None:
             rng = self._latency_rngs[dep.profile] = random.Random(f"latency:{dep.seed}:{dep.profile}")
-        return lat.sample_ms(rng) / 1000.0
+        ms = lat.sample_ms(rng)
+        return (ms * lat.slow_factor if slow else ms) / 1000.0
 
     def reset(self) -> None:
         self.stats.clear()
         self._deciders.clear()
         self._latency_rngs.clear()
+        self._slow_rngs.clear()
         generate.reset_counter()
 
     def stats_dict(self) -> dict[str, Any]:
