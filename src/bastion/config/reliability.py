@@ -67,6 +67,7 @@ class HedgeConfig(_Strict):
     min_samples: int = Field(20, ge=1, description="observations needed before the percentile is trusted")
     max_extra: int = Field(1, ge=1, le=3, description="extra attempts a request may hedge with")
     budget_ratio: float = Field(0.1, ge=0, le=1, description="hedges allowed, as a fraction of the alias's requests")
+    budget_min_per_s: float = Field(0.5, ge=0, description="hedges always allowed per second (low traffic)")
     streaming: bool = True
     with_tools: bool = Field(False, description="hedge requests that carry tools (their calls may have effects)")
     max_tokens: int | None = Field(

@@ -100,7 +100,7 @@ class Executor:
         hedge_delay = self._hedge_delay(ctx, route, body, stream)
         if hedge_delay is not None:
             await self.hedge_budget.note_request(route.alias, policy.retry.budget_window_s)
-        while queue and _sent(ctx) < retry.max_attempts:
+        while queue and _sent(ctx) < retry.max_attempts and dl.remaining() > 0:
             pick = await self._next(ctx, route, queue, tried, last_failure, dl, est)
             if pick is None:
                 break
@@ -232,7 +232,7 @@ class Executor:
                                              return_when=asyncio.FIRST_COMPLETED)
                 if not done:
                     hedges += 1
-                    if not await self.hedge_budget.spend(route.alias, ratio=h.budget_ratio, floor_per_s=0,
+                    if not await self.hedge_budget.spend(route.alias, ratio=h.budget_ratio, floor_per_s=h.budget_min_per_s,
                                                          window_s=route.policy.retry.budget_window_s):
                         self.metrics.hedges.labels(route.alias, "budget_exhausted").inc()
                         continue
@@ -368,10 +368,14 @@ class Executor:
     # ---- when nothing answered ---------------------------------------------------------------
     def _summary(self, ctx: RequestContext, failures: list[AttemptFailed], dl: Deadlines) -> BastionError:
         skipped = [a for a in ctx.attempts if not a.sent]
+        if failures and dl.remaining() <= 0:
+            trail = "; ".join(f"{a.deployment}: {a.error}" for a in ctx.attempts if a.outcome != "ok")
+            return UpstreamTimeout(f"the request's total timeout ran out after {len(failures)} attempt(s) ({trail})")
         if not failures:
             if skipped and all(a.error_code == "breaker_open" for a in skipped):
+                names = ", ".join(sorted({a.deployment for a in skipped}))
                 return UpstreamError(
-                    "every deployment of this model is failing and its circuit breaker is open; "
+                    f"every deployment of this model ({names}) is failing and its circuit breaker is open; "
                     "try again in a few seconds", status=503, code="circuit_open", headers={"retry-after": "1"})
             if skipped and all(a.error_code == "rate_limited" for a in skipped):
                 return UpstreamError(
@@ -380,21 +384,16 @@ class Executor:
             reasons = "; ".join(a.error or "" for a in skipped) or "no deployment could be tried"
             return UpstreamError(f"no attempt could be made: {reasons}", status=503, code="upstream_unavailable")
         last = failures[-1].error
-        codes = {f.error.code for f in failures}
         if len(failures) == 1 and not skipped:
-            return last
+            return last  # one attempt, one failure: the client sees exactly what went wrong
         trail = "; ".join(f"{a.deployment}: {a.error}" for a in ctx.attempts if a.outcome != "ok")
         n = len(failures)
-        if len(codes) == 1:
-            head = "the attempt failed" if n == 1 else f"all {n} attempts failed"
-            return _with_message(last, f"{head} ({trail})")
-        return UpstreamError(f"all {n} attempts failed ({trail})", status=503, code="upstreams_failed",
-                             headers=last.headers)
-
-
-def _with_message(err: BastionError, message: str) -> BastionError:
-    err.message = message
-    return err
+        head = "the only attempt failed" if n == 1 else f"all {n} attempts failed"
+        if all(f.error.code == "upstream_rate_limited" for f in failures):
+            return UpstreamError(f"{head}, rate limited upstream ({trail})", status=429,
+                                 code="upstream_rate_limited", headers=last.headers)
+        return UpstreamError(f"{head}; no deployment of this model could answer ({trail})", status=503,
+                             code="upstreams_failed", headers={"retry-after": "1"})
 
 
 def _estimate_tokens(body: dict[str, Any]) -> int:
