@@ -114,7 +114,10 @@ class Executor:
             else:
                 outcome = await self._attempt_or_failure(ctx, pick, kind, make, stream, dl, est)
             if isinstance(outcome, Ready):
-                return outcome
+                filtered = None if stream or rerouted else _filtered_answer(outcome, policy.fallback.on_content_filter)
+                if filtered is None:
+                    return outcome
+                outcome = [filtered]
             for f in outcome:
                 failures.append(f)
                 last_failure[f.cand.deployment.id] = f
@@ -394,6 +397,22 @@ class Executor:
                                  code="upstream_rate_limited", headers=last.headers)
         return UpstreamError(f"{head}; no deployment of this model could answer ({trail})", status=503,
                              code="upstreams_failed", headers={"retry-after": "1"})
+
+
+def _filtered_answer(ready: Ready, targets: tuple[str, ...]) -> AttemptFailed | None:
+    """A 200 answer the upstream's content filter cut (``finish_reason: content_filter``, Anthropic
+    ``stop_reason: refusal``), when the alias re-routes such refusals."""
+    if not targets:
+        return None
+    data = ready.data
+    choices = data.get("choices") if isinstance(data.get("choices"), list) else []
+    reasons = {c.get("finish_reason") for c in choices if isinstance(c, dict)} | {data.get("stop_reason")}
+    if not reasons & {"content_filter", "refusal"}:
+        return None
+    ready.attempt.outcome, ready.attempt.error_code = "error", "content_filter"
+    ready.attempt.error = "the upstream's content filter refused the answer (finish_reason content_filter)"
+    err = UpstreamError(ready.attempt.error, status=400, code="content_filter", upstream_status=400)
+    return AttemptFailed(err, ready.cand, Failure.CONTENT_FILTER)
 
 
 def _estimate_tokens(body: dict[str, Any]) -> int:

@@ -1,0 +1,66 @@
+"""Units of the attempt loop that the chaos tests reach only indirectly."""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+import pytest
+
+from bastion.config.model import BastionConfig
+from bastion.config.reliability import DegradedConfig, TimeoutsConfig
+from bastion.errors import InvalidRequest
+from bastion.pipeline.context import Attempt
+from bastion.pipeline.deadlines import parse_overrides
+from bastion.pipeline.degraded import degraded_body, degraded_stream
+from bastion.pipeline.executor import Ready, _filtered_answer
+from bastion.routing import Candidate, Failure, Router
+
+CFG = BastionConfig.model_validate({
+    "providers": {"p": {"type": "sim", "base_url": "http://127.0.0.1:9/v1"}},
+    "models": {"m": {"deployments": [{"provider": "p", "model": "x"}]}},
+})
+
+
+def _ready(data: dict) -> Ready:
+    route = Router(CFG).routes["m"]
+    return Ready(Candidate(route.deployments[0], route), Attempt("p/x", 0.0), False, 0, data=data)
+
+
+def test_filtered_200_answer_becomes_a_content_filter_failure_only_when_rerouted() -> None:
+    filtered = {"choices": [{"index": 0, "finish_reason": "content_filter", "message": {"content": ""}}]}
+    assert _filtered_answer(_ready(filtered), ()) is None
+    f = _filtered_answer(_ready(filtered), ("other",))
+    assert f is not None and f.kind is Failure.CONTENT_FILTER and f.error.code == "content_filter"
+    refusal = {"type": "message", "stop_reason": "refusal", "content": []}
+    assert _filtered_answer(_ready(refusal), ("other",)) is not None
+    fine = {"choices": [{"index": 0, "finish_reason": "stop", "message": {"content": "hi"}}]}
+    assert _filtered_answer(_ready(fine), ("other",)) is None
+
+
+def test_timeout_overrides_are_bounded_and_named() -> None:
+    bounds = TimeoutsConfig(max_override_s=30)
+    assert parse_overrides({"timeout-total": "12.5", "timeout-first-token": "2"}, bounds) == {
+        "total_s": 12.5, "first_token_s": 2.0}
+    for value in ("31", "-1", "0", "nan", "abc"):
+        with pytest.raises(InvalidRequest) as ei:
+            parse_overrides({"timeout-chunk-gap": value}, bounds)
+        assert "x-bastion-timeout-chunk-gap" in ei.value.message
+
+
+def test_degraded_answer_in_both_dialects_and_streams() -> None:
+    cfg = DegradedConfig(content="busy")
+    oa = degraded_body("openai", "m", cfg)
+    assert oa["choices"][0]["message"]["content"] == "busy" and oa["model"] == "m"
+    an = degraded_body("anthropic", "m", cfg)
+    assert an["type"] == "message" and an["content"][0]["text"] == "busy" and an["stop_reason"] == "end_turn"
+
+    async def collect(dialect: str, usage: bool) -> bytes:
+        return b"".join([c async for c in degraded_stream(dialect, "m", cfg, usage)])
+
+    raw = asyncio.run(collect("openai", True)).decode()
+    chunks = [orjson.loads(line[6:]) for line in raw.split("\n\n") if line.startswith("data: {")]
+    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"]) == "busy"
+    assert chunks[-1]["usage"] is not None and raw.endswith("data: [DONE]\n\n")
+    araw = asyncio.run(collect("anthropic", False)).decode()
+    assert araw.startswith("event: message_start") and araw.rstrip().split("\n")[-2] == "event: message_stop"
