@@ -56,9 +56,11 @@ models:
   chaos:
     deployments: [{provider: flaky, model: sim-small}, {provider: healthy, model: sim-small}]
     timeouts: {first_token_s: 0.5}
+    breaker: {consecutive_failures: 12}   # 30% failures must not open it: this test is about retries
   chaos-stream:
     deployments: [{provider: flaky-s, model: sim-small}, {provider: healthy-s, model: sim-small}]
     timeouts: {first_token_s: 0.5}
+    breaker: {consecutive_failures: 12}
   hangs:
     deployments: [{provider: hang, model: sim-small}]
     timeouts: {first_token_s: 0.5, max_override_s: 30}

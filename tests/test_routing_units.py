@@ -665,11 +665,6 @@ def test_retry_after_http_date() -> None:
     assert retry_after_s({"retry-after": past}) == 0.0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="classify.retry_after_s: email.utils.parsedate_to_datetime raises ValueError on an unparsable "
-    "value containing a comma (Python >= 3.10) instead of returning None",
-)
 @pytest.mark.parametrize("value", ["soon, maybe", "Mon, 99 Foo 2020 25:61:00 GMT"])
 def test_retry_after_garbage_with_comma_is_none(value: str) -> None:
     assert retry_after_s({"retry-after": value}) is None
@@ -759,20 +754,14 @@ def test_latency_window_percentile_matches_nearest_rank(values: list[float], p: 
             for _ in range(queries):
                 got = w.percentile(p)
                 n = i + 1
-                # Where p·n/100 is an exact integer, floating point can land just above it and pick the
-                # next rank: that off-by-one is pinned by test_latency_window_percentile_exact_rank_boundary.
-                if math.ceil(p / 100 * n) != math.ceil(Fraction(p) * n / 100):
+                # float p (not whole) can still round at an exact boundary; whole p is exact
+                if math.ceil(p * n / 100) != math.ceil(Fraction(p) * n / 100):
                     continue
                 assert got == nearest_rank(values[:n], p)
                 checked += 1
     assume(checked > 0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="stats.LatencyWindow.percentile: ceil(p / 100 * n) rounds up past an exact integer rank "
-    "(0.07 * 100 == 7.000000000000001), so p7 of 100 values returns the 8th instead of the 7th",
-)
 @pytest.mark.parametrize(("p", "n"), [(7, 100), (14, 50), (28, 25)])
 def test_latency_window_percentile_exact_rank_boundary(p: int, n: int) -> None:
     w = LatencyWindow()

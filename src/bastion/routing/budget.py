@@ -20,7 +20,7 @@ class Budget:
     async def spend(self, key: str, *, ratio: float, floor_per_s: float, window_s: float) -> bool:
         reqs = await self.state.window_sum(f"{self.prefix}:{key}:req", window_s)
         spent = await self.state.window_sum(f"{self.prefix}:{key}:extra", window_s)
-        if spent + 1 > ratio * reqs + floor_per_s * window_s:
+        if spent + 1 > ratio * reqs + floor_per_s * window_s + 1e-9:
             return False
         await self.state.window_add(f"{self.prefix}:{key}:extra", 1, window_s)
         return True

@@ -63,8 +63,12 @@ def retry_after_s(headers: dict[str, str]) -> float | None:
     try:
         return max(0.0, float(value))
     except ValueError:
-        parsed = email.utils.parsedate_to_datetime(value) if "," in value else None
-        return None if parsed is None else max(0.0, parsed.timestamp() - time.time())
+        pass
+    try:
+        parsed = email.utils.parsedate_to_datetime(value)  # the HTTP-date form
+    except (TypeError, ValueError, IndexError):
+        return None
+    return max(0.0, parsed.timestamp() - time.time())
 
 
 def backoff_s(retry_number: int, base_ms: float, cap_ms: float, rng: random.Random) -> float:

@@ -34,7 +34,7 @@ class LatencyWindow:
             self._sorted = sorted(self.values)
             self._stale = 0
         s = self._sorted
-        return s[min(len(s) - 1, max(0, math.ceil(p / 100 * len(s)) - 1))]
+        return s[min(len(s) - 1, max(0, math.ceil(p * len(s) / 100) - 1))]
 
 
 class DeploymentStats:
