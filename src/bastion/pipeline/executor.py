@@ -35,6 +35,8 @@ from .first_token import read_to_first_token
 
 MakeRequest = Callable[[Candidate], tuple[str, bytes]]
 
+HEDGE_MEDIAN_FLOOR = 1.5  # an observed-percentile hedge delay is at least 1.5 × the median first-token time
+
 
 @dataclass(slots=True)
 class Ready:
@@ -213,8 +215,15 @@ class Executor:
                 return None
         if h.delay_ms is not None:
             return max(h.delay_ms, h.min_delay_ms) / 1000
-        p = self.router.stats.ttft_percentile(route.alias, h.percentile, h.min_samples)
-        return None if p is None else max(p, h.min_delay_ms / 1000)
+        stats = self.router.stats
+        p = stats.ttft_percentile(route.alias, h.percentile, h.min_samples)
+        if p is None:
+            return None
+        # The window holds answered attempts only (a slow original that loses its hedge is never
+        # recorded), so its high percentile drifts down toward the median; the floor keeps the delay
+        # clear of ordinary jitter so that hedges go to requests that are really slow.
+        median = stats.ttft_percentile(route.alias, 50, h.min_samples) or 0.0
+        return max(p, HEDGE_MEDIAN_FLOOR * median, h.min_delay_ms / 1000)
 
     async def _hedged(
         self, ctx: RequestContext, route: Route, pick: Pick, kind: str, queue: deque[Candidate],
