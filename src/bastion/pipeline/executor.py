@@ -98,7 +98,7 @@ class Executor:
         tried: dict[str, int] = {}
         last_failure: dict[str, AttemptFailed] = {}
         rerouted = False
-        est = _estimate_tokens(body)
+        est = _estimate_tokens(body) if any(c.deployment.tpm is not None for c in queue) else 0
         hedge_delay = self._hedge_delay(ctx, route, body, stream)
         if hedge_delay is not None:
             await self.hedge_budget.note_request(route.alias, policy.retry.budget_window_s)
@@ -361,11 +361,19 @@ class Executor:
         return AttemptFailed(err, cand, kind)
 
     # ---- after a stream ----------------------------------------------------------------------
-    def stream_finished(self, ready: Ready, ok: bool, usage_tokens: int) -> None:
-        """Account for a streamed attempt once its stream is over (called from the request's finish)."""
+    def stream_finished(self, ready: Ready, usage_tokens: int) -> None:
+        """Account for a streamed attempt once its stream is over (called from the request's finish).
+
+        A stream the client abandoned says nothing about the deployment: it neither opens nor closes
+        the breaker (a probe's slot is just freed)."""
         dep = ready.cand.deployment
         self.router.stats.end(dep.id)
-        self._spawn(self.breakers.record(dep.id, ready.cand.route.policy.breaker, ok=ok, probe=ready.probe))
+        outcome = ready.attempt.outcome
+        breaker = ready.cand.route.policy.breaker
+        if outcome in ("ok", "error", "timeout"):
+            self._spawn(self.breakers.record(dep.id, breaker, ok=outcome == "ok", probe=ready.probe))
+        elif ready.probe:
+            self._spawn(self.breakers.release_probe(dep.id))
         if dep.tpm is not None:
             self._spawn(self.limits.settle(dep.id, dep.tpm, ready.est_tokens, usage_tokens))
 

@@ -91,8 +91,7 @@ class Gateway:
         ready = ctx.open_stream
         if ready is not None:
             ctx.open_stream = None
-            self.executor.stream_finished(ready, ok=ready.attempt.outcome == "ok",
-                                          usage_tokens=int(ctx.usage.get("total_tokens") or 0))
+            self.executor.stream_finished(ready, usage_tokens=int(ctx.usage.get("total_tokens") or 0))
         sc = self.config.store
         self.writer.submit(ctx.to_record(log_bodies=sc.log_bodies, redact_keys=sc.redact_keys))
 

@@ -198,7 +198,7 @@ class StreamRelay:
         except (TimeoutError, BastionError, aiohttp.ClientError, orjson.JSONDecodeError) as e:
             err = _as_stream_error(e, self.attempt.deployment)
             ctx.fail(err)
-            self.attempt.outcome, self.attempt.error = "error", err.message
+            self.attempt.outcome, self.attempt.error, self.attempt.error_code = "error", err.message, err.code
             yield b"".join(self._out) + self._pending + error_event(ctx.dialect, err, ctx.request_id)
         except (asyncio.CancelledError, GeneratorExit):
             ctx.status, ctx.error_code = 499, "client_closed"
@@ -209,7 +209,7 @@ class StreamRelay:
             log.exception("stream relay failed for %s", ctx.request_id)
             err = BastionError(f"internal error while relaying the stream: {type(e).__name__}", status=500)
             ctx.fail(err)
-            self.attempt.outcome, self.attempt.error = "error", err.message
+            self.attempt.outcome, self.attempt.error, self.attempt.error_code = "error", err.message, err.code
             yield b"".join(self._out) + error_event(ctx.dialect, err, ctx.request_id)
         finally:
             self.attempt.ended_at = ctx.now()
