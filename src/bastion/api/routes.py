@@ -21,7 +21,9 @@ log = logging.getLogger("bastion.api")
 Runner = Callable[[RequestContext, dict[str, Any]], Awaitable[Result]]
 
 
-_OPTION_HEADERS = ("timeout-connect", "timeout-first-token", "timeout-chunk-gap", "timeout-total", "hedge")
+_OPTION_HEADERS = frozenset(
+    (b"timeout-connect", b"timeout-first-token", b"timeout-chunk-gap", b"timeout-total", b"hedge")
+)
 
 
 def _end_user(request: Request, body: dict[str, Any], dialect: str) -> str | None:
@@ -58,10 +60,9 @@ async def handle(
         check(body)
         ctx.user = _end_user(request, body, dialect) or ctx.key.user
         ctx.session = request.headers.get("x-bastion-session")
-        for name in _OPTION_HEADERS:
-            value = request.headers.get("x-bastion-" + name)
-            if value is not None:
-                ctx.options[name] = value
+        for name, value in request.headers.raw:
+            if name.startswith(b"x-bastion-") and name[10:] in _OPTION_HEADERS:
+                ctx.options[name[10:].decode()] = value.decode("latin-1")
         result = await run(ctx, body)
         if result.stream is not None:
             streaming = True

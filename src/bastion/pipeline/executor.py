@@ -26,7 +26,7 @@ from bastion.errors import BastionError, UpstreamError, UpstreamTimeout, Upstrea
 from bastion.providers import SSEEvent, iter_sse_batches
 from bastion.routing import Breakers, Budget, Candidate, DeploymentLimits, Failure, Gate, Route, Router
 from bastion.routing.classify import backoff_s, classify, counts_against_breaker, retry_after_s
-from bastion.state import State
+from bastion.state import MemoryState, State
 from bastion.telemetry import Metrics
 
 from .context import Attempt, RequestContext
@@ -87,6 +87,7 @@ class Executor:
         self.limits = DeploymentLimits(state)
         self._rng = rng or random.Random()
         self._background: set[asyncio.Task[None]] = set()
+        self._inline = isinstance(state, MemoryState)
 
     # ---- the loop ----------------------------------------------------------------------------
     async def run(self, ctx: RequestContext, route: Route, make: MakeRequest, *, stream: bool, body: dict[str, Any]) -> Ready:
@@ -381,6 +382,14 @@ class Executor:
         self._spawn(self.limits.settle(dep.id, dep.tpm, estimated, actual))
 
     def _spawn(self, coro: Any) -> None:
+        """Run a state update from synchronous code: at once when the state is in-process (its
+        coroutines never suspend), else as a task."""
+        if self._inline:
+            try:
+                coro.send(None)
+            except StopIteration:
+                return
+            raise RuntimeError("an in-process state operation suspended")
         task = asyncio.get_running_loop().create_task(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)

@@ -8,29 +8,36 @@ from __future__ import annotations
 
 import math
 import time
+from collections import deque
 from collections.abc import Callable
 
 _BUCKET_S = 1.0
 
 
 class _Window:
-    """Per-second buckets: ``{second: sum}``; old buckets are dropped as the window slides."""
+    """Per-second buckets, oldest first, with a running total: adding and summing are O(1) amortised."""
 
-    __slots__ = ("buckets", "span")
+    __slots__ = ("buckets", "total")
 
-    def __init__(self, span: float) -> None:
-        self.buckets: dict[int, float] = {}
-        self.span = span
+    def __init__(self) -> None:
+        self.buckets: deque[list[float]] = deque()  # [bucket number, sum]
+        self.total = 0.0
 
-    def prune(self, now_bucket: int, span_buckets: int) -> None:
-        oldest = now_bucket - span_buckets - 1
-        if len(self.buckets) > span_buckets + 2:
-            for b in [b for b in self.buckets if b <= oldest]:
-                del self.buckets[b]
+    def slide(self, now_bucket: int, span: int) -> None:
+        low = now_bucket - span
+        b = self.buckets
+        while b and b[0][0] <= low:
+            self.total -= b.popleft()[1]
+        if not b:
+            self.total = 0.0  # no float residue once empty
 
-    def total(self, now_bucket: int, span_buckets: int) -> float:
-        low = now_bucket - span_buckets
-        return sum(v for b, v in self.buckets.items() if b > low)
+    def add(self, now_bucket: int, amount: float) -> None:
+        b = self.buckets
+        if b and b[-1][0] == now_bucket:
+            b[-1][1] += amount
+        else:
+            b.append([now_bucket, amount])
+        self.total += amount
 
 
 class MemoryState:
@@ -78,19 +85,18 @@ class MemoryState:
     async def window_add(self, key: str, amount: float, window_s: float) -> float:
         w = self._windows.get(key)
         if w is None:
-            w = self._windows[key] = _Window(window_s)
+            w = self._windows[key] = _Window()
         now_bucket = int(self._clock() // _BUCKET_S)
-        span = max(1, math.ceil(window_s / _BUCKET_S))
-        w.buckets[now_bucket] = w.buckets.get(now_bucket, 0.0) + amount
-        w.prune(now_bucket, span)
-        return w.total(now_bucket, span)
+        w.slide(now_bucket, max(1, math.ceil(window_s / _BUCKET_S)))
+        w.add(now_bucket, amount)
+        return w.total
 
     async def window_sum(self, key: str, window_s: float) -> float:
         w = self._windows.get(key)
         if w is None:
             return 0.0
-        now_bucket = int(self._clock() // _BUCKET_S)
-        return w.total(now_bucket, max(1, math.ceil(window_s / _BUCKET_S)))
+        w.slide(int(self._clock() // _BUCKET_S), max(1, math.ceil(window_s / _BUCKET_S)))
+        return w.total
 
     async def close(self) -> None:
         self._values.clear()
