@@ -64,3 +64,39 @@ def test_degraded_answer_in_both_dialects_and_streams() -> None:
     assert chunks[-1]["usage"] is not None and raw.endswith("data: [DONE]\n\n")
     araw = asyncio.run(collect("anthropic", False)).decode()
     assert araw.startswith("event: message_start") and araw.rstrip().split("\n")[-2] == "event: message_stop"
+
+
+def test_answer_on_failure_hook_is_consulted_before_the_error(tmp_path) -> None:
+    from bastion.errors import UpstreamUnavailable
+    from bastion.pipeline import Gateway, RequestContext, Result
+
+    cfg = BastionConfig.model_validate({
+        "store": {"url": f"sqlite:///{tmp_path / 'b.db'}"},
+        "providers": {"dead": {"type": "openai", "base_url": "http://127.0.0.1:9/v1", "connect_timeout_s": 1}},
+        "models": {"m": {"deployments": [{"provider": "dead", "model": "x"}], "retry": {"max_attempts": 1}}},
+    })
+    seen: list[str] = []
+
+    async def cached(ctx, route, body, err):
+        seen.append(err.code)
+        return Result(headers={"x-bastion-cache": "stale"}, body=b'{"cached": true}')
+
+    async def go() -> tuple[Result | None, str | None]:
+        gw = Gateway(cfg)
+        await gw.start()
+        try:
+            body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+            gw.answer_on_failure = cached
+            hit = await gw.chat(RequestContext(endpoint="chat", dialect="openai", body=body), body)
+            gw.answer_on_failure = None
+            try:
+                await gw.chat(RequestContext(endpoint="chat", dialect="openai", body=body), body)
+            except UpstreamUnavailable as e:
+                return hit, e.code
+            return hit, None
+        finally:
+            await gw.stop()
+
+    hit, code = asyncio.run(go())
+    assert hit is not None and hit.body == b'{"cached": true}' and seen == ["upstream_unavailable"]
+    assert code == "upstream_unavailable"

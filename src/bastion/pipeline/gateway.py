@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +23,8 @@ from .degraded import degraded_body, degraded_stream
 from .executor import Executor, Exhausted, MakeRequest, Ready
 from .relay import StreamRelay
 from .translate import client_response, response_facts, upstream_body
+
+FailureAnswer = Callable[[RequestContext, Route, dict[str, Any], BastionError], Awaitable["Result | None"]]
 
 
 @dataclass(slots=True)
@@ -57,6 +59,9 @@ class Gateway:
         )
         self.ready = False
         self.started_at = time.time()
+        # Consulted when every attempt failed, before the degraded answer: the response cache plugs in
+        # here (serve a stored answer for the same request rather than an error). None: no such source.
+        self.answer_on_failure: FailureAnswer | None = None
 
     async def start(self) -> None:
         await asyncio.to_thread(self.writer.start)
@@ -134,6 +139,10 @@ class Gateway:
             return await self.executor.run(ctx, route, make, stream=stream, body=body)
         except Exhausted as ex:
             self._note_failure(ctx)
+            if self.answer_on_failure is not None:
+                cached = await self.answer_on_failure(ctx, route, body, ex.error)
+                if cached is not None:
+                    return cached
             degraded = route.policy.fallback.degraded
             if degraded is None or route.kind != "chat":
                 raise ex.error from None
