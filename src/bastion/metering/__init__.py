@@ -1,0 +1,1 @@
+"""Metering: token counts, prices, cost, budgets, quotas and spend alerts."""
