@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import re
+import json
 import sys
-import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -15,6 +14,7 @@ import orjson
 
 from bastion.config import load_config
 from bastion.errors import BastionError, ConfigError
+from bastion.timeparse import parse_since
 
 
 def _table(rows: list[dict[str, Any]], columns: Sequence[str]) -> str:
@@ -24,14 +24,11 @@ def _table(rows: list[dict[str, Any]], columns: Sequence[str]) -> str:
     return "\n".join([line(list(columns)), line(["-" * w for w in widths])] + [line(r) for r in cells])
 
 
-def _since(value: str) -> float:
-    m = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd])", value.strip())
-    if m:
-        return time.time() - float(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+def _since(value: str, flag: str = "--since") -> float:
     try:
-        return datetime.fromisoformat(value).timestamp()
-    except ValueError:
-        raise SystemExit(f"--since: give a duration like 30m, 2h, 7d or an ISO time, not {value!r}") from None
+        return parse_since(value)
+    except ValueError as e:
+        raise SystemExit(f"{flag}: {e}") from None
 
 
 def _config(args: argparse.Namespace) -> Any:
@@ -147,6 +144,47 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_costs(args: argparse.Namespace) -> int:
+    from bastion.metering.reports import cost_report, parse_by, to_csv, total_usd
+    from bastion.store import open_store
+
+    config = _config(args)
+    store = open_store(config.store.url)
+    try:
+        by = parse_by(args.by)
+    except ValueError as e:
+        raise SystemExit(f"--by: {e}") from None
+    filters = {"tenant": args.tenant, "user": args.user, "alias": args.model, "deployment": args.deployment}
+    rows = cost_report(store, by=by, filters=filters, since=_since(args.since) if args.since else None,
+                       until=_since(args.until, "--until") if args.until else None)
+    if args.format == "json":
+        print(json.dumps({"by": by, "rows": rows, "total_usd": f"{total_usd(rows):f}"}, indent=2))
+    elif args.format == "csv":
+        sys.stdout.write(to_csv(rows))
+    else:
+        cols = [*by, "requests", "errors", "prompt_tokens", "completion_tokens", "cost_usd"]
+        print(_table(rows, cols) if rows else "no requests in that range")
+        print(f"\ntotal: ${total_usd(rows):f} over {sum(r['requests'] for r in rows)} requests")
+    return 0
+
+
+def cmd_alerts(args: argparse.Namespace) -> int:
+    from bastion.store import open_store
+
+    config = _config(args)
+    store = open_store(config.store.url)
+    rows = store.list_alerts(since=_since(args.since) if args.since else None, kind=args.kind, limit=args.limit)
+    if args.json:
+        for r in rows:
+            print(json.dumps(r))
+        return 0
+    for r in rows:
+        r["created"] = datetime.fromtimestamp(r["created_at"]).strftime("%Y-%m-%d %H:%M:%S")
+        r["delivered"] = "yes" if r["delivered_at"] else ("no" if r["deliveries"] else "-")
+    print(_table(rows, ["created", "kind", "severity", "subject", "delivered", "message"]) if rows else "no alerts")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bastion", description="Bastion: a production gateway for LLMs.")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -205,6 +243,25 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="JSON lines")
     s.add_argument("--bodies", action="store_true", help="with --json: include request and response bodies")
     s.set_defaults(fn=cmd_logs)
+
+    s = with_config(sub.add_parser("costs", help="spend from the request log, grouped (see docs/costs.md)"))
+    s.add_argument("--by", default="tenant",
+                   help="comma-separated: tenant, user, session, key, model, deployment, prompt_version, day")
+    s.add_argument("--since", help="30m, 2h, 7d or an ISO time")
+    s.add_argument("--until", help="30m, 2h, 7d or an ISO time")
+    s.add_argument("--tenant")
+    s.add_argument("--user")
+    s.add_argument("--model", help="requested alias")
+    s.add_argument("--deployment")
+    s.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    s.set_defaults(fn=cmd_costs)
+
+    s = with_config(sub.add_parser("alerts", help="spend alerts, newest first"))
+    s.add_argument("--since", help="30m, 2h, 7d or an ISO time")
+    s.add_argument("--kind", choices=("budget", "spend_rate", "outlier"))
+    s.add_argument("--limit", type=int, default=50)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_alerts)
 
     s = with_config(sub.add_parser("replay", help="re-send a logged request to its deployment and diff the outputs"))
     s.add_argument("id")

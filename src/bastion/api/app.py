@@ -16,6 +16,7 @@ from bastion.errors import BastionError, NotFound
 from bastion.pipeline import Gateway
 from bastion.pipeline.context import new_request_id
 
+from .admin import admin_routes
 from .http import error_response, json_response
 from .routes import model_routes
 
@@ -44,6 +45,7 @@ def create_app(config: BastionConfig, gateway: Gateway | None = None) -> Starlet
         return Response(gw.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     routes = [Route(path, fn, methods=["POST"] if path != "/v1/models" else ["GET"]) for path, fn in model_routes(gw).items()]
+    routes += [Route(path, fn, methods=["GET"]) for path, fn in admin_routes(gw).items()]
     routes += [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),

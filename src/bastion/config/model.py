@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from .metering import AlertsConfig, BudgetConfig, LimitConfig, PriceOverride
 from .reliability import (
     BreakerConfig,
     FallbackConfig,
@@ -28,6 +29,9 @@ class ServerConfig(_Strict):
     port: int = Field(8000, ge=0, le=65535)
     max_body_bytes: int = Field(10 * 1024 * 1024, gt=0, description="requests larger than this get a 413")
     require_key: bool = Field(True, description="reject requests without a valid virtual key")
+    admin_key_env: str | None = Field(
+        None, description="env var holding the bearer token of the /admin API (unset: the admin API is off)"
+    )
 
 
 class StoreConfig(_Strict):
@@ -90,6 +94,7 @@ class DeploymentConfig(_Strict):
     weight: float = Field(1.0, gt=0)
     rpm: int | None = Field(None, ge=1, description="the provider's requests-per-minute limit for this deployment")
     tpm: int | None = Field(None, ge=1, description="the provider's tokens-per-minute limit for this deployment")
+    price: PriceOverride | None = Field(None, description="USD per million tokens; default: the price table")
 
     @property
     def id(self) -> str:
@@ -137,6 +142,9 @@ class BastionConfig(_Strict):
     models: dict[str, ModelConfig] = Field(default_factory=dict)
     tenants: dict[str, TenantConfig] = Field(default_factory=lambda: {"default": TenantConfig()})
     keys: tuple[StaticKeyConfig, ...] = ()
+    limits: tuple[LimitConfig, ...] = ()
+    budgets: tuple[BudgetConfig, ...] = ()
+    alerts: AlertsConfig = AlertsConfig()
 
     @model_validator(mode="after")
     def _references(self) -> BastionConfig:
@@ -167,6 +175,14 @@ class BastionConfig(_Strict):
         for i, k in enumerate(self.keys):
             if k.tenant not in self.tenants:
                 problems.append(f"keys.{i}.tenant: unknown tenant {k.tenant!r}")
+        for section, rules in (("limits", self.limits), ("budgets", self.budgets)):
+            for i, r in enumerate(rules):
+                for t in {r.tenant, r.match if r.scope == "tenant" else None} - {None}:
+                    if t not in self.tenants:
+                        problems.append(f"{section}.{i}: unknown tenant {t!r}")
+        names = [b.name for b in self.budgets]
+        for n in {n for n in names if names.count(n) > 1}:
+            problems.append(f"budgets: the name {n!r} is used twice")
         if problems:
             raise ValueError("; ".join(problems))
         return self

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from bastion.errors import BastionError
@@ -88,6 +89,12 @@ class RequestContext:
     degraded: bool = False
     served_alias: str | None = None  # the alias that answered (a fallback alias, or the requested one)
     open_stream: Any = None  # the executor's Ready while its stream is being relayed
+    admission: Any = None  # metering's quota and budget holds, settled when the request is over
+    admission_headers: dict[str, str] | None = None  # x-ratelimit-* of the quotas that apply
+    cost_usd: Decimal | None = None
+    cost_detail: dict[str, Any] | None = None
+    flags: list[str] = field(default_factory=list)
+    prompt_version: str | None = None
 
     def now(self) -> float:
         """Wall-clock time derived from the monotonic clock (consistent within the request)."""
@@ -152,6 +159,10 @@ class RequestContext:
             "ttft_ms": self.ttft_ms,
             "latency_ms": self.latency_ms,
             "attempts": [a.as_dict() for a in self.attempts],
+            "cost_nusd": None if self.cost_usd is None else int(self.cost_usd * 1_000_000_000),
+            "cost": self.cost_detail,
+            "prompt_version": self.prompt_version,
+            "flags": self.flags or None,
         }
 
 

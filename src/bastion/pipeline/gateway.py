@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -13,6 +14,8 @@ import orjson
 from bastion.config.model import BastionConfig
 from bastion.errors import BastionError, ModelNotFound
 from bastion.keys import KeyRing
+from bastion.metering.meter import Meter
+from bastion.metering.subjects import Subject
 from bastion.routing import Candidate, Route, Router
 from bastion.state import open_state
 from bastion.store import LogWriter, open_store
@@ -23,6 +26,12 @@ from .degraded import degraded_body, degraded_stream
 from .executor import Executor, Exhausted, MakeRequest, Ready
 from .relay import StreamRelay
 from .translate import client_response, response_facts, upstream_body
+
+
+def _subject(ctx: RequestContext) -> Subject:
+    key = ctx.key
+    return Subject(key.tenant if key else "default", ctx.user, key.key_id if key else None, key.name if key else None)
+
 
 FailureAnswer = Callable[[RequestContext, Route, dict[str, Any], BastionError], Awaitable["Result | None"]]
 
@@ -48,6 +57,7 @@ class Gateway:
         self.keys = KeyRing(config, self.store)
         self.metrics = Metrics()
         self.executor = Executor(self.router, self.state, self.metrics)
+        self.meter = Meter(config, self.state, self.store)
         sc = config.store
         self.writer = LogWriter(
             self.store,
@@ -65,12 +75,14 @@ class Gateway:
 
     async def start(self) -> None:
         await asyncio.to_thread(self.writer.start)
+        await self.meter.start()
         self.started_at = time.time()
         self.ready = True
 
     async def stop(self) -> None:
         self.ready = False
         await self.router.close()
+        await self.meter.stop()
         await self.state.close()
         await asyncio.to_thread(self.writer.close)
 
@@ -97,8 +109,41 @@ class Gateway:
         if ready is not None:
             ctx.open_stream = None
             self.executor.stream_finished(ready, usage_tokens=int(ctx.usage.get("total_tokens") or 0))
+        self._meter_finish(ctx)
         sc = self.config.store
         self.writer.submit(ctx.to_record(log_bodies=sc.log_bodies, redact_keys=sc.redact_keys))
+
+    async def _admit(self, ctx: RequestContext, route: Route, body: dict[str, Any]) -> None:
+        adm = await self.meter.admit(_subject(ctx), route, body, ctx.dialect)
+        if adm is not None:
+            ctx.admission, ctx.admission_headers = adm, adm.headers
+
+    def _meter_finish(self, ctx: RequestContext) -> None:
+        """Price the request exactly, then settle its quota and budget holds (exactly once)."""
+        dep = self.router.deployment(ctx.deployment) if ctx.deployment and not ctx.degraded else None
+        raw = ctx.response.get("usage") if isinstance(ctx.response, dict) else None
+        if not isinstance(raw, dict) or not raw:
+            raw = ctx.usage or None
+            dialect = "openai"
+        else:
+            dialect = ctx.dialect
+        c, price = self.meter.cost_of(dep, ctx.served_model, dialect, raw)
+        usd = Decimal(0)
+        if c is not None:
+            usd = c.total
+            ctx.cost_usd = usd
+            ctx.cost_detail = {"usd": str(usd), **{k: str(v) for k, v in c.breakdown.items()},
+                               "prices": self.meter.prices.version}
+        elif dep is not None and ctx.usage:
+            ctx.flags.append("unpriced")
+        adm = ctx.admission
+        if adm is not None:
+            ctx.flags.extend(adm.budget.flags)
+            ctx.admission = None
+        subject = adm.subject if adm is not None else _subject(ctx)
+        tokens = int(ctx.usage.get("total_tokens") or 0) if ctx.usage else 0
+        if adm is not None or usd > 0:
+            self.executor._spawn(self.meter.settle(adm, subject, usd, tokens))
 
     @staticmethod
     def headers(ctx: RequestContext) -> dict[str, str]:
@@ -111,6 +156,10 @@ class Gateway:
             h["x-bastion-model"] = ctx.served_model
         if ctx.served_alias and ctx.served_alias != ctx.alias:
             h["x-bastion-fallback-model"] = ctx.served_alias
+        if ctx.cost_usd is not None:
+            h["x-bastion-cost"] = f"{ctx.cost_usd:f}"
+        if ctx.admission_headers:
+            h.update(ctx.admission_headers)
         if len(ctx.attempts) > 1:
             h["x-bastion-trail"] = ", ".join(
                 f"{a.deployment}={a.error_code or a.outcome}" if a.outcome != "ok" else f"{a.deployment}=ok"
@@ -178,6 +227,7 @@ class Gateway:
             route = self.router.route(body.get("model"), "chat")
             ctx.alias = route.alias
         ctx.stream = stream = bool(body.get("stream"))
+        await self._admit(ctx, route, body)
 
         def make(cand: Candidate) -> tuple[str, bytes]:
             dep = cand.deployment
@@ -230,6 +280,7 @@ class Gateway:
     async def embeddings(self, ctx: RequestContext, body: dict[str, Any]) -> Result:
         route = self.router.route(body.get("model"), "embedding")
         ctx.alias = route.alias
+        await self._admit(ctx, route, body)
 
         def make(cand: Candidate) -> tuple[str, bytes]:
             dep = cand.deployment

@@ -30,8 +30,22 @@ class State(Protocol):
         """Add ``by`` to the integer at ``key`` (absent counts as 0) and return the new value."""
         ...
 
-    async def window_add(self, key: str, amount: float, window_s: float) -> float:
-        """Add ``amount`` now to the sliding window at ``key``; return the window's sum including it."""
+    async def incr_if(self, key: str, by: int, limit: int, *, ttl_s: float | None = None) -> int | None:
+        """Add ``by`` to the integer at ``key`` only if the result stays <= ``limit``: the new value, or None
+        (nothing changed). ``by`` may be negative (a release), which always applies. A new key gets ``ttl_s``."""
+        ...
+
+    async def window_add(self, key: str, amount: float, window_s: float, *, at: float | None = None) -> float:
+        """Add ``amount`` to the sliding window at ``key`` (now, or in the bucket of the earlier ``at``,
+        if that bucket is still in the window); return the window's sum including it."""
+        ...
+
+    async def window_add_if(self, key: str, amount: float, window_s: float, limit: float) -> float | None:
+        """Add ``amount`` now only if the window's sum stays <= ``limit``: the new sum, or None."""
+        ...
+
+    def clock(self) -> float:
+        """The backend's notion of now, in seconds (what ``at`` values are measured in)."""
         ...
 
     async def window_sum(self, key: str, window_s: float) -> float:

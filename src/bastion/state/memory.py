@@ -31,12 +31,21 @@ class _Window:
         if not b:
             self.total = 0.0  # no float residue once empty
 
-    def add(self, now_bucket: int, amount: float) -> None:
+    def add(self, bucket: int, amount: float) -> None:
         b = self.buckets
-        if b and b[-1][0] == now_bucket:
+        if b and b[-1][0] == bucket:
             b[-1][1] += amount
-        else:
-            b.append([now_bucket, amount])
+        elif not b or b[-1][0] < bucket:
+            b.append([bucket, amount])
+        else:  # an earlier bucket (a settlement): only while it is still in the window
+            for entry in reversed(b):
+                if entry[0] == bucket:
+                    entry[1] += amount
+                    break
+                if entry[0] < bucket:
+                    return
+            else:
+                return
         self.total += amount
 
 
@@ -81,15 +90,32 @@ class MemoryState:
         self._values[key] = (str(n), expires)
         return n
 
+    async def incr_if(self, key: str, by: int, limit: int, *, ttl_s: float | None = None) -> int | None:
+        current = self._live(key)
+        n = (int(current) if current is not None else 0) + by
+        if by > 0 and n > limit:
+            return None
+        expires = self._values[key][1] if current is not None else self._expiry(ttl_s)
+        self._values[key] = (str(n), expires)
+        return n
+
     # ---- sliding windows ---------------------------------------------------------------------
-    async def window_add(self, key: str, amount: float, window_s: float) -> float:
+    async def window_add(self, key: str, amount: float, window_s: float, *, at: float | None = None) -> float:
         w = self._windows.get(key)
         if w is None:
             w = self._windows[key] = _Window()
         now_bucket = int(self._clock() // _BUCKET_S)
         w.slide(now_bucket, max(1, math.ceil(window_s / _BUCKET_S)))
-        w.add(now_bucket, amount)
+        w.add(now_bucket if at is None else min(now_bucket, int(at // _BUCKET_S)), amount)
         return w.total
+
+    async def window_add_if(self, key: str, amount: float, window_s: float, limit: float) -> float | None:
+        if await self.window_sum(key, window_s) + amount > limit:
+            return None
+        return await self.window_add(key, amount, window_s)
+
+    def clock(self) -> float:
+        return self._clock()
 
     async def window_sum(self, key: str, window_s: float) -> float:
         w = self._windows.get(key)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Columns of the request log, in insert order. JSON columns hold orjson-encoded text.
 REQUEST_COLUMNS: tuple[str, ...] = (
@@ -36,9 +36,21 @@ REQUEST_COLUMNS: tuple[str, ...] = (
     "ttft_ms",
     "latency_ms",
     "attempts",
+    "cost_nusd",
+    "cost",
+    "prompt_version",
+    "flags",
 )
 
-JSON_COLUMNS = frozenset({"params", "request", "response", "attempts"})
+# Columns added after version 1, with their SQL types: added to older databases on open.
+ADDED_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("cost_nusd", "INTEGER"),  # cost in nano-USD (1e-9 USD), exact integer so that SUM() is exact
+    ("cost", "TEXT"),  # JSON: {"usd": "0.000123", "price_version": ..., per-dimension breakdown}
+    ("prompt_version", "TEXT"),
+    ("flags", "TEXT"),  # JSON list: soft budgets exceeded, degraded, ...
+)
+
+JSON_COLUMNS = frozenset({"params", "request", "response", "attempts", "cost", "flags"})
 
 DDL = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -72,12 +84,28 @@ CREATE TABLE IF NOT EXISTS requests (
     total_tokens INTEGER,
     ttft_ms REAL,
     latency_ms REAL,
-    attempts TEXT
+    attempts TEXT,
+    cost_nusd INTEGER,
+    cost TEXT,
+    prompt_version TEXT,
+    flags TEXT
 );
 CREATE INDEX IF NOT EXISTS requests_received ON requests (received_at);
 CREATE INDEX IF NOT EXISTS requests_tenant ON requests (tenant, received_at);
 CREATE INDEX IF NOT EXISTS requests_user ON requests (tenant, user, received_at);
 CREATE INDEX IF NOT EXISTS requests_session ON requests (session);
+CREATE TABLE IF NOT EXISTS alerts (
+    id TEXT PRIMARY KEY,
+    created_at REAL NOT NULL,
+    kind TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    message TEXT NOT NULL,
+    data TEXT,
+    deliveries TEXT,
+    delivered_at REAL
+);
+CREATE INDEX IF NOT EXISTS alerts_created ON alerts (created_at);
 CREATE TABLE IF NOT EXISTS api_keys (
     id TEXT PRIMARY KEY,
     name TEXT NOT NULL,

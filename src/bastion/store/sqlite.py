@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from .schema import DDL, JSON_COLUMNS, REQUEST_COLUMNS, SCHEMA_VERSION
+from .schema import ADDED_COLUMNS, DDL, JSON_COLUMNS, REQUEST_COLUMNS, SCHEMA_VERSION
 
 _INSERT = (
     f"INSERT OR REPLACE INTO requests ({', '.join(REQUEST_COLUMNS)}) "
@@ -23,6 +23,13 @@ _INSERT = (
 )
 
 FILTERABLE = ("tenant", "user", "session", "alias", "deployment", "status", "endpoint", "key_id")
+
+# Dimensions ``bastion costs --by`` groups on, and their SQL.
+COST_DIMENSIONS = {
+    "tenant": "tenant", "user": "user", "session": "session", "key": "key_id", "model": "alias",
+    "deployment": "deployment", "prompt_version": "prompt_version",
+    "day": "strftime('%Y-%m-%d', received_at, 'unixepoch')",
+}
 
 
 def _encode(col: str, value: Any) -> Any:
@@ -41,8 +48,12 @@ class SQLiteStore:
         self._local = threading.local()
         conn = self._conn()
         conn.executescript(DDL)
+        have = {row[1] for row in conn.execute("PRAGMA table_info(requests)")}
+        for name, sql_type in ADDED_COLUMNS:
+            if name not in have:  # a log written by an older version: add the column, keep the rows
+                conn.execute(f"ALTER TABLE requests ADD COLUMN {name} {sql_type}")
         conn.execute(
-            "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
         )
         conn.commit()
 
@@ -126,6 +137,77 @@ class SQLiteStore:
 
     def count_requests(self) -> int:
         return int(self._conn().execute("SELECT COUNT(*) FROM requests").fetchone()[0])
+
+    # ---- costs -------------------------------------------------------------------------------
+    def cost_rows(
+        self, *, by: Sequence[str], filters: dict[str, Any] | None = None, since: float | None = None,
+        until: float | None = None,
+    ) -> list[dict[str, Any]]:
+        """Spend grouped by ``by`` (columns of COST_DIMENSIONS): requests, tokens and exact nano-USD sums."""
+        dims = []
+        for d in by:
+            if d not in COST_DIMENSIONS:
+                raise ValueError(f"cannot group costs by {d!r}; choose from: {', '.join(COST_DIMENSIONS)}")
+            dims.append(COST_DIMENSIONS[d])
+        where, args = ["1=1"], []
+        for k, v in (filters or {}).items():
+            if v is None:
+                continue
+            if k not in FILTERABLE:
+                raise ValueError(f"cannot filter on {k!r}; filterable: {', '.join(FILTERABLE)}")
+            where.append(f"{k} = ?")
+            args.append(v)
+        if since is not None:
+            where.append("received_at >= ?")
+            args.append(since)
+        if until is not None:
+            where.append("received_at < ?")
+            args.append(until)
+        select = ", ".join(f"{expr} AS {name}" for name, expr in zip(by, dims, strict=True))
+        sql = (
+            f"SELECT {select + ', ' if select else ''}COUNT(*) AS requests, "
+            "SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END) AS errors, "
+            "COALESCE(SUM(prompt_tokens), 0) AS prompt_tokens, COALESCE(SUM(completion_tokens), 0) AS completion_tokens, "
+            "COALESCE(SUM(cost_nusd), 0) AS cost_nusd "
+            f"FROM requests WHERE {' AND '.join(where)}"
+        )
+        if dims:
+            sql += f" GROUP BY {', '.join(dims)} ORDER BY cost_nusd DESC"
+        return [dict(r) for r in self._conn().execute(sql, args)]
+
+    # ---- alerts ------------------------------------------------------------------------------
+    def insert_alert(self, alert: dict[str, Any]) -> None:
+        self._conn().execute(
+            "INSERT OR IGNORE INTO alerts (id, created_at, kind, severity, subject, message, data, deliveries) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (alert["id"], alert["created_at"], alert["kind"], alert["severity"], alert["subject"],
+             alert["message"], orjson.dumps(alert.get("data")).decode(), "[]"),
+        )
+
+    def record_delivery(self, alert_id: str, deliveries: list[dict[str, Any]], delivered_at: float | None) -> None:
+        self._conn().execute(
+            "UPDATE alerts SET deliveries = ?, delivered_at = ? WHERE id = ?",
+            (orjson.dumps(deliveries).decode(), delivered_at, alert_id),
+        )
+
+    def list_alerts(self, *, since: float | None = None, kind: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        where, args = ["1=1"], []
+        if since is not None:
+            where.append("created_at >= ?")
+            args.append(since)
+        if kind is not None:
+            where.append("kind = ?")
+            args.append(kind)
+        rows = self._conn().execute(
+            f"SELECT * FROM alerts WHERE {' AND '.join(where)} ORDER BY created_at DESC LIMIT ?", (*args, int(limit))
+        )
+        out = []
+        for r in rows:
+            d = dict(r)
+            d["data"] = orjson.loads(d["data"]) if d["data"] else None
+            d["deliveries"] = orjson.loads(d["deliveries"]) if d["deliveries"] else []
+            out.append(d)
+        return out
 
     # ---- keys --------------------------------------------------------------------------------
     def insert_key(self, record: dict[str, Any]) -> None:
