@@ -100,3 +100,21 @@ def test_answer_on_failure_hook_is_consulted_before_the_error(tmp_path) -> None:
     hit, code = asyncio.run(go())
     assert hit is not None and hit.body == b'{"cached": true}' and seen == ["upstream_unavailable"]
     assert code == "upstream_unavailable"
+
+
+def test_usage_is_estimated_when_the_upstream_reports_none(tmp_path) -> None:
+    from bastion.metering.meter import Meter
+    from bastion.metering.tokens import count_chat, count_text
+    from bastion.state import MemoryState
+    from bastion.store.sqlite import SQLiteStore
+
+    meter = Meter(CFG, MemoryState(), SQLiteStore(str(tmp_path / "m.db")))
+    body = {"messages": [{"role": "user", "content": "How many tokens is this?"}]}
+    resp = {"choices": [{"index": 0, "message": {"role": "assistant", "content": "Exactly nine tokens, I think."}}]}
+    usage = meter.estimate_usage("openai", body, resp, "gpt-4o")
+    assert usage == {"prompt_tokens": count_chat(body["messages"], "gpt-4o"),
+                     "completion_tokens": count_text("Exactly nine tokens, I think.", "gpt-4o"),
+                     "total_tokens": usage["prompt_tokens"] + usage["completion_tokens"]}
+    anth = meter.estimate_usage("anthropic", {"messages": body["messages"], "max_tokens": 5},
+                                {"content": [{"type": "text", "text": "hi there"}]}, "claude-sonnet-4-5")
+    assert anth is not None and anth["completion_tokens"] > 0

@@ -21,7 +21,7 @@ from .budgets import BudgetHold, Budgets, to_nano
 from .prices import Cost, Price, PriceTable, Usage, cost, worst_case
 from .quotas import QuotaHold, Quotas
 from .subjects import Subject
-from .tokens import count_chat, count_messages_request
+from .tokens import count_chat, count_messages_request, count_text
 
 DEFAULT_MAX_OUTPUT = 4096  # worst case for a request without max_tokens, when the model's limit is unknown
 
@@ -109,6 +109,22 @@ class Meter:
             return None, None
         usage = Usage.from_anthropic(raw_usage) if dialect == "anthropic" else Usage.from_openai(raw_usage)
         return cost(usage, price), price
+
+    def estimate_usage(self, dialect: str, body: dict[str, Any], response: dict[str, Any],
+                       model: str) -> dict[str, int] | None:
+        """OpenAI-shaped usage counted with the offline tokenizer, for an answer that reported none."""
+        try:
+            if dialect == "anthropic":
+                prompt = count_messages_request(body, model)
+                text = "".join(b.get("text") or "" for b in response.get("content") or [] if isinstance(b, dict))
+            else:
+                prompt = count_chat(body.get("messages") or [], model, tools=body.get("tools"))
+                text = "".join(((c.get("message") or {}).get("content") or "") for c in response.get("choices") or []
+                               if isinstance(c, dict) and isinstance((c.get("message") or {}).get("content"), str))
+        except (TypeError, ValueError, AttributeError):
+            return None
+        completion = count_text(text, model) if text else 0
+        return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
     async def settle(self, adm: Admission | None, subject: Subject | None, usd: Decimal, tokens: int | None) -> None:
         if adm is not None:

@@ -28,6 +28,13 @@ from .relay import StreamRelay
 from .translate import client_response, response_facts, upstream_body
 
 
+def _has_tokens(usage: dict[str, Any] | None) -> bool:
+    if not usage:
+        return False
+    return any(isinstance(usage.get(k), int) and usage[k] > 0
+               for k in ("prompt_tokens", "completion_tokens", "input_tokens", "output_tokens"))
+
+
 def _subject(ctx: RequestContext) -> Subject:
     key = ctx.key
     return Subject(key.tenant if key else "default", ctx.user, key.key_id if key else None, key.name if key else None)
@@ -127,6 +134,12 @@ class Gateway:
             dialect = "openai"
         else:
             dialect = ctx.dialect
+        if dep is not None and not _has_tokens(raw) and ctx.status < 400 and isinstance(ctx.response, dict):
+            raw = self.meter.estimate_usage(ctx.dialect, ctx.body or {}, ctx.response, dep.model)
+            if raw:  # the upstream reported no usage: count it ourselves, and say so
+                dialect = "openai"
+                ctx.usage = raw
+                ctx.flags.append("usage_estimated")
         c, price = self.meter.cost_of(dep, ctx.served_model, dialect, raw)
         usd = Decimal(0)
         if c is not None:
