@@ -12,6 +12,7 @@ import openai
 import pytest
 from pydantic import BaseModel
 
+from bastion.metering.tokens import count_chat
 from bastion.sim.generate import count_tokens
 from tests.sim_fixtures import claude, oai, sim  # noqa: F401  (fixtures)
 
@@ -62,7 +63,8 @@ def test_chat_completion_shape(oai: openai.OpenAI) -> None:
     assert 5 <= r.usage.completion_tokens <= 20
     assert r.usage.completion_tokens == count_tokens(c.message.content)
     assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
-    assert r.usage.prompt_tokens == count_tokens("Tell me about rivers.") + 3 + 3
+    # 3 per message + "user" (1 token) + the content, 3 for the reply: OpenAI's chat counting, o200k
+    assert r.usage.prompt_tokens == count_chat(USER, "gpt-4o") == count_tokens("Tell me about rivers.") + 3 + 1 + 3
     assert r.usage.prompt_tokens_details.cached_tokens == 0
     assert r.usage.completion_tokens_details.reasoning_tokens == 0
 

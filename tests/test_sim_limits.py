@@ -9,8 +9,8 @@ import httpx
 import openai
 import pytest
 
+from bastion.metering.tokens import count_chat
 from bastion.sim.faults import CONTENT_FILTER_OPENAI
-from bastion.sim.generate import count_tokens
 from tests.sim_fixtures import claude, oai, sim  # noqa: F401  (fixtures)
 
 SIM_YAML = """
@@ -25,8 +25,8 @@ profiles:
   unlimited: {context_window: 0}
   ctxmut: {}
 """
-USER = [{"role": "user", "content": "Tell me about rivers."}]  # 11 prompt tokens in both dialects
-N_USER = count_tokens("Tell me about rivers.") + 6
+USER = [{"role": "user", "content": "Tell me about rivers."}]  # 12 prompt tokens in both dialects
+N_USER = count_chat(USER, "gpt-4o")
 LONG = " ".join(["river"] * 4100)
 SLOW_S = 0.2  # always_slow: 10 ms x 20
 
@@ -104,7 +104,7 @@ def test_slow_config_validation(sim: str) -> None:
 
 def test_context_window_openai(oai: openai.OpenAI, sim: str) -> None:
     assert oai.chat.completions.create(model="m", messages=USER).choices[0].message.content
-    n = count_tokens(LONG) + 6
+    n = count_chat([{"role": "user", "content": LONG}], "gpt-4o")
     with pytest.raises(openai.BadRequestError) as ei:
         oai.chat.completions.create(model="m", messages=[{"role": "user", "content": LONG}])
     assert ei.value.status_code == 400
@@ -159,7 +159,7 @@ def test_context_window_changes_at_run_time(sim: str) -> None:
 
 
 def test_context_length_forced(oai: openai.OpenAI, claude: anthropic.Anthropic, sim: str) -> None:
-    n = count_tokens("Tell me about rivers. [[sim:fault=context_length]]") + 6
+    n = count_chat(force("context_length"), "gpt-4o")
     with pytest.raises(openai.BadRequestError) as ei:
         oai.chat.completions.create(model="m", messages=force("context_length"))
     assert ei.value.code == "context_length_exceeded"

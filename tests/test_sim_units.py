@@ -12,6 +12,8 @@ from bastion.sim import generate as gen
 from bastion.sim.config import Faults, Latency, SimConfig, load_config
 from bastion.sim.faults import FaultDecider
 
+gen.warm_tokenizer()  # load o200k once, before hypothesis times the first example
+
 
 @given(st.integers(min_value=0, max_value=300), st.integers())
 def test_prose_has_exactly_n_tokens(n: int, seed: int) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from bastion.metering.tokens import count_messages_request
 from bastion.sim import generate as gen
 from bastion.sim.config import DEFAULT_PROFILE
 from bastion.sim.delivery import deliver_json, deliver_stream, preflight
@@ -85,12 +86,8 @@ def _validate(body: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def input_tokens(body: dict[str, Any], messages: list[dict[str, Any]]) -> int:
-    total = 3 + len(messages) * 3 + gen.count_tokens(block_text(body.get("system")))
-    for m in messages:
-        total += gen.count_tokens(block_text(m.get("content")))
-    if body.get("tools"):
-        total += gen.count_tokens(orjson.dumps(body["tools"]).decode())
-    return total
+    """usage.input_tokens: system + messages + tools counted with o200k (see ``count_messages_request``)."""
+    return count_messages_request(body, gen.SIM_TOKENIZER_MODEL)  # body["messages"] is ``messages``
 
 
 def _pick_tool(body: dict[str, Any], messages: list[dict[str, Any]]) -> tuple[str, dict[str, Any]] | None:

@@ -1,12 +1,14 @@
 """Deterministic content generation for the simulator, independent of the wire dialect.
 
 Everything here is a pure function of its inputs: the same seed material gives the same answer.
-A "token" is one word or one punctuation character (see :func:`count_tokens`); generated text is
-made of such pieces so that ``count_tokens(text) == len(pieces)`` for generated prose.
+Tokens are real ``o200k_base`` tokens (gpt-4o's encoding, see :func:`count_tokens`). Generated prose is
+made of pieces (a word with its leading space, or one punctuation character) that are each exactly one
+o200k token, so ``count_tokens(text) == len(pieces)`` for generated prose: one stream delta per token.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import math
@@ -14,12 +16,14 @@ import random
 import re
 import sys
 from array import array
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
-_TOKEN_RE = re.compile(r"\w+|[^\w\s]")
+from bastion.metering import tokens as _tokens
+
 _PIECE_RE = re.compile(r"\s*(?:\w+|[^\w\s])|\s+")
 _DIRECTIVE_RE = re.compile(r"\[\[sim:([a-z_]+)(?:=([^\]]*))?\]\]")
 
@@ -42,15 +46,19 @@ VOCAB: tuple[str, ...] = tuple(
     best good great long short high low open clear""".split()
 )
 
+SIM_TOKENIZER_MODEL = "gpt-4o"  # every simulated model counts like gpt-4o: o200k_base, exactly
+
 _request_counter = itertools.count()
 
 
 def count_tokens(text: str) -> int:
-    """Tokens in ``text``: one per word (``\\w+``) and one per punctuation character.
+    """Real ``o200k_base`` tokens in ``text`` (special-token markers count as plain text)."""
+    return len(_tokens.get_encoding("o200k_base").encode_ordinary(text)) if text else 0
 
-    The one place to plug in a real tokenizer later; everything else calls this.
-    """
-    return len(_TOKEN_RE.findall(text))
+
+def warm_tokenizer() -> None:
+    """Load the o200k encoding now (about 0.4 s, once per process) rather than on the first request."""
+    _tokens.warm("o200k_base")
 
 
 def split_pieces(text: str) -> list[str]:
@@ -206,10 +214,11 @@ def _one(spec: GenSpec, index: int) -> Choice:
             n = rng.randint(spec.min_tokens, max(spec.min_tokens, spec.max_tokens_range))
         pieces = prose(rng, n)
     finish, stop_seq = "stop", None
-    if spec.max_tokens is not None and count_tokens("".join(pieces)) > spec.max_tokens:
-        pieces = _cap(pieces, spec.max_tokens)
-        finish = "length"
     text = "".join(pieces)
+    if spec.max_tokens is not None and count_tokens(text) > spec.max_tokens:
+        pieces = _cap(pieces, spec.max_tokens)
+        text = "".join(pieces)
+        finish = "length"
     if spec.stop:
         hit = _first_stop(text, spec.stop)
         if hit is not None:
@@ -224,9 +233,11 @@ def _one(spec: GenSpec, index: int) -> Choice:
 
 
 def prose(rng: random.Random, n: int) -> list[str]:
-    """``n`` tokens of sentence-like text from :data:`VOCAB`, as stream pieces."""
+    """``n`` tokens of sentence-like text from :data:`VOCAB`, as stream pieces of one o200k token each."""
     out: list[str] = []
     nv = len(VOCAB)
+    caps = _capital_vocab()
+    nc = len(caps)
     rand = rng.random
     since, target, capital = 0, 6 + int(rand() * 9), True
     for i in range(n):
@@ -237,16 +248,30 @@ def prose(rng: random.Random, n: int) -> list[str]:
             capital = out[-1] == "."
             since, target = 0, 6 + int(rand() * 9)
         else:
-            word = VOCAB[int(rand() * nv)]
             if capital:
-                word = word.capitalize()
+                word = caps[int(rand() * nc)]
                 capital = False
+            else:
+                word = VOCAB[int(rand() * nv)]
             out.append(word if i == 0 else " " + word)
             since += 1
     return out
 
 
+@functools.cache
+def _capital_vocab() -> Sequence[str]:
+    """Capitalized :data:`VOCAB` words that are one o200k token both as ``Word`` and as `` Word``.
+
+    Sentences start with one of these (``Meadow`` is two tokens, ``River`` one), so every prose piece is
+    exactly one token. Lower-case `` word`` pieces are all single tokens (checked by the tests).
+    """
+    enc = _tokens.get_encoding("o200k_base")
+    return tuple(w for w in (v.capitalize() for v in VOCAB)
+                 if len(enc.encode_ordinary(w)) == 1 and len(enc.encode_ordinary(" " + w)) == 1)
+
+
 def _cap(pieces: list[str], max_tokens: int) -> list[str]:
+    """The longest prefix of ``pieces`` whose text has at most ``max_tokens`` tokens."""
     out: list[str] = []
     seen = 0
     for p in pieces:
@@ -255,6 +280,8 @@ def _cap(pieces: list[str], max_tokens: int) -> list[str]:
             break
         out.append(p)
         seen += k
+    while out and count_tokens("".join(out)) > max_tokens:  # pieces tokenized alone vs. joined may differ
+        out.pop()
     return out
 
 

@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from bastion.metering.tokens import count_chat
 from bastion.sim import generate as gen
 from bastion.sim.config import DEFAULT_PROFILE, Deployment
 from bastion.sim.delivery import deliver_json, deliver_stream, preflight
@@ -126,15 +127,8 @@ def _validate_chat(body: dict[str, Any], model: Any) -> list[dict[str, Any]]:
 
 
 def prompt_tokens(messages: list[dict[str, Any]], tools: Any) -> int:
-    total = 3
-    for m in messages:
-        total += 3 + gen.count_tokens(content_text(m.get("content")))
-        for call in m.get("tool_calls") or ():
-            fn = (call.get("function") or {}) if isinstance(call, dict) else {}
-            total += gen.count_tokens(f"{fn.get('name', '')} {fn.get('arguments', '')}")
-    if tools:
-        total += gen.count_tokens(orjson.dumps(tools).decode())
-    return total
+    """usage.prompt_tokens: OpenAI's chat counting with o200k, like gpt-4o (see ``count_chat``)."""
+    return count_chat(messages, gen.SIM_TOKENIZER_MODEL, tools=tools if isinstance(tools, list) else None)
 
 
 def _pick_tool(body: dict[str, Any], messages: list[dict[str, Any]]) -> tuple[tuple[str, dict] | None, bool]:

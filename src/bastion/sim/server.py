@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from bastion.sim import anthropic_wire, openai_wire
+from bastion.sim import anthropic_wire, generate, openai_wire
 from bastion.sim.config import SimConfig, load_config
 from bastion.sim.state import STATE, SimState
 
@@ -65,6 +65,7 @@ def _add_api_routes(router: web.UrlDispatcher, prefix: str) -> None:
 
 def build_app(config: SimConfig | None = None) -> web.Application:
     """The simulator app; its state is ``app[STATE]`` (a :class:`SimState`)."""
+    generate.warm_tokenizer()  # the o200k encoding loads once, here, not during the first request
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app[STATE] = SimState(config or SimConfig())
     _add_api_routes(app.router, "")
