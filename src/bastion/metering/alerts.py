@@ -75,6 +75,8 @@ class Alerts:
                 dedup = f"alert:budget:{b.name}:{who}:{period}:{threshold:g}"
                 if dedup in self._claimed:
                     continue
+                if len(self._claimed) > 100_000:  # a local shortcut only; the state's CAS decides
+                    self._claimed.clear()
                 self._claimed.add(dedup)
                 pct = f"{threshold * 100:g}%"
                 self._spawn(self.fire(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import calendar
 import datetime as dt
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -126,7 +127,7 @@ class Budgets:
         label = f"{b.scope} {who.split(':', 1)[1]!r}"
         if end is not None:
             reset = dt.datetime.fromtimestamp(end, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-            when, retry = f"it resets at {reset}", max(1, int(end - now))
+            when, retry = f"it resets at {reset}", max(1, math.ceil(end - now))
         else:
             assert b.window_s is not None
             when, retry = f"spend older than {b.window_s} s stops counting", min(b.window_s, 3600)
@@ -150,7 +151,10 @@ class Budgets:
                 ttl = (r.period_end or 0) - self.clock() + 86_400
                 settled = (await self.state.incr_if(settled_key, actual, _NO_LIMIT, ttl_s=ttl) or 0) if actual else 0
             if self.on_spend is not None and actual > 0:
-                self.on_spend(r.budget, r.who, settled, to_nano(r.budget.limit_usd), r.key.rsplit(":", 1)[1])
+                b = r.budget
+                # a rolling budget's alerts re-arm each window length; a calendar budget's each period
+                pid = f"w{int(self.clock() // b.window_s)}" if b.window_s else r.key.rsplit(":", 1)[1]
+                self.on_spend(b, r.who, settled, to_nano(b.limit_usd), pid)
         hold.reservations.clear()
 
     async def release(self, hold: BudgetHold) -> None:

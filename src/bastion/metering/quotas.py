@@ -23,7 +23,7 @@ from .subjects import Subject, applies
 class QuotaHold:
     """What a request took from the quotas: given back or corrected when it ends."""
 
-    tokens: list[tuple[str, int]] = field(default_factory=list)  # (window key, tokens counted)
+    tokens: list[tuple[str, int, int]] = field(default_factory=list)  # (window key, tokens counted, ttl)
     concurrent: list[str] = field(default_factory=list)
     headers: dict[str, str] = field(default_factory=dict)
 
@@ -83,14 +83,15 @@ class Quotas:
                 raise _limited(f"{label} is at its limit of {rule.tpm} tokens per {per} (limits.{i})", reset,
                                _headers(rule.tpm, 0, reset, "tokens"))
             taken.append((key, tokens))
-            hold.tokens.append((key, tokens))
+            hold.tokens.append((key, tokens, rule.window_s * 2))
             _tighter(hold.headers, "tokens", rule.tpm, rule.tpm - n, reset)
         if rule.concurrent is not None:
             key = f"{base}:c"
-            n = await self.state.incr_if(key, 1, rule.concurrent, ttl_s=3600)
+            n = await self.state.incr_if(key, 1, rule.concurrent)  # no expiry: released by every request
             if n is None:
-                raise _limited(f"{label} already has {rule.concurrent} requests in flight, its limit (limits.{i})",
-                               1.0, {})
+                err = RateLimited(f"{label} already has {rule.concurrent} requests in flight, its limit "
+                                  f"(limits.{i}); retry when one of them has finished", headers={"retry-after": "1"})
+                raise err
             taken.append((key, 1))
             hold.concurrent.append(key)
 
@@ -99,9 +100,9 @@ class Quotas:
         for key in hold.concurrent:
             await self.state.incr_if(key, -1, 0)
         if actual_tokens is not None:
-            for key, counted in hold.tokens:
+            for key, counted, ttl in hold.tokens:
                 if actual_tokens != counted:
-                    await self.state.incr_if(key, actual_tokens - counted, 1 << 62)
+                    await self.state.incr_if(key, actual_tokens - counted, 1 << 62, ttl_s=ttl)
 
 
 def _headers(limit: int, remaining: int, reset: float, kind: str) -> dict[str, str]:

@@ -32,7 +32,8 @@ class State(Protocol):
 
     async def incr_if(self, key: str, by: int, limit: int, *, ttl_s: float | None = None) -> int | None:
         """Add ``by`` to the integer at ``key`` only if the result stays <= ``limit``: the new value, or None
-        (nothing changed). ``by`` may be negative (a release), which always applies. A new key gets ``ttl_s``."""
+        (nothing changed). ``by`` may be negative (a release), which always applies and never takes the
+        value below 0. A new key gets ``ttl_s``."""
         ...
 
     async def window_add(self, key: str, amount: float, window_s: float, *, at: float | None = None) -> float:

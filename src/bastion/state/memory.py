@@ -95,6 +95,7 @@ class MemoryState:
         n = (int(current) if current is not None else 0) + by
         if by > 0 and n > limit:
             return None
+        n = max(0, n)
         expires = self._values[key][1] if current is not None else self._expiry(ttl_s)
         self._values[key] = (str(n), expires)
         return n
