@@ -7,6 +7,7 @@ attempt; ``settle`` runs exactly once when the request is over, whatever happene
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -21,7 +22,7 @@ from .budgets import BudgetHold, Budgets, to_nano
 from .prices import Cost, Price, PriceTable, Usage, cost, worst_case
 from .quotas import QuotaHold, Quotas
 from .subjects import Subject
-from .tokens import count_chat, count_messages_request, count_text
+from .tokens import count_chat, count_messages_request, count_text, warm
 
 DEFAULT_MAX_OUTPUT = 4096  # worst case for a request without max_tokens, when the model's limit is unknown
 
@@ -50,6 +51,7 @@ class Meter:
         self.active = bool(config.limits or config.budgets)
 
     async def start(self) -> None:
+        await asyncio.to_thread(warm)  # load the BPE files now, not on the first request's event loop
         await self.alerts.start()
 
     async def stop(self) -> None:
