@@ -47,6 +47,7 @@ class Alerts:
         self._session: aiohttp.ClientSession | None = None
         self._outlier_task: asyncio.Task[None] | None = None
         self.fired = 0
+        self.wants_costs = bool(config.spend_rate) or config.outliers.enabled
 
     async def start(self) -> None:
         if self.config.outliers.enabled:

@@ -44,6 +44,7 @@ class Meter:
         self.quotas = Quotas(config.limits, state)
         self.budgets = Budgets(config.budgets, state, on_spend=self.alerts.on_budget_spend)
         self._overrides: dict[str, Price] = {}
+        self._price_cache: dict[tuple[str, str | None], Price | None] = {}
         for m in config.models.values():
             for d in m.deployments:
                 if d.price is not None:
@@ -59,10 +60,17 @@ class Meter:
 
     # ---- prices ------------------------------------------------------------------------------
     def price_of(self, dep: Deployment, served_model: str | None = None) -> Price | None:
+        key = (dep.id, served_model)
+        try:
+            return self._price_cache[key]
+        except KeyError:
+            pass
         p = self._overrides.get(dep.id)
-        if p is not None:
-            return p
-        return self.prices.lookup(dep.model) or (self.prices.lookup(served_model) if served_model else None)
+        if p is None:
+            p = self.prices.lookup(dep.model) or (self.prices.lookup(served_model) if served_model else None)
+        if len(self._price_cache) < 10_000:
+            self._price_cache[key] = p
+        return p
 
     def _max_output(self, dep: Deployment) -> int:
         entry = self.prices.entry(dep.model) if hasattr(self.prices, "entry") else None
@@ -128,12 +136,9 @@ class Meter:
         completion = count_text(text, model) if text else 0
         return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
-    async def settle(self, adm: Admission | None, subject: Subject | None, usd: Decimal, tokens: int | None) -> None:
-        if adm is not None:
-            await self.quotas.release(adm.quota, tokens)
-            await self.budgets.settle(adm.budget, usd)
-        if subject is not None:
-            self.alerts.on_cost(subject, usd)
+    async def settle(self, adm: Admission, usd: Decimal, tokens: int | None) -> None:
+        await self.quotas.release(adm.quota, tokens)
+        await self.budgets.settle(adm.budget, usd)
 
 
 __all__ = ["Admission", "Meter", "to_nano"]

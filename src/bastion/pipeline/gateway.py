@@ -128,6 +128,8 @@ class Gateway:
     def _meter_finish(self, ctx: RequestContext) -> None:
         """Price the request exactly, then settle its quota and budget holds (exactly once)."""
         dep = self.router.deployment(ctx.deployment) if ctx.deployment and not ctx.degraded else None
+        if dep is None and ctx.admission is None:
+            return
         raw = ctx.response.get("usage") if isinstance(ctx.response, dict) else None
         if not isinstance(raw, dict) or not raw:
             raw = ctx.usage or None
@@ -153,10 +155,11 @@ class Gateway:
         if adm is not None:
             ctx.flags.extend(adm.budget.flags)
             ctx.admission = None
-        subject = adm.subject if adm is not None else _subject(ctx)
-        tokens = int(ctx.usage.get("total_tokens") or 0) if ctx.usage else 0
-        if adm is not None or usd > 0:
-            self.executor._spawn(self.meter.settle(adm, subject, usd, tokens))
+        if adm is not None:
+            tokens = int(ctx.usage.get("total_tokens") or 0) if ctx.usage else 0
+            self.executor._spawn(self.meter.settle(adm, usd, tokens))
+        if usd > 0 and self.meter.alerts.wants_costs:
+            self.meter.alerts.on_cost(adm.subject if adm is not None else _subject(ctx), usd)
 
     @staticmethod
     def headers(ctx: RequestContext) -> dict[str, str]:

@@ -91,6 +91,10 @@ class Router:
             )
             self.routes[alias] = Route(alias, m.kind, deps, Policy.resolve(m, config.routing), m.description)
         self._rng = rng or random.Random()
+        self._by_id: dict[str, Deployment] = {}
+        for r in self.routes.values():
+            for d in r.deployments:
+                self._by_id.setdefault(d.id, d)
 
     def route(self, alias: object, kind: str) -> Route:
         route = self.routes.get(alias) if isinstance(alias, str) else None
@@ -106,11 +110,7 @@ class Router:
         return route
 
     def deployment(self, deployment_id: str) -> Deployment | None:
-        for r in self.routes.values():
-            for d in r.deployments:
-                if d.id == deployment_id:
-                    return d
-        return None
+        return self._by_id.get(deployment_id)
 
     def pinned_route(self, dep: Deployment) -> Route:
         """A route of exactly one deployment (replay): its alias's policy, without fallbacks."""
