@@ -133,12 +133,15 @@ tenants:
   racer: {{}}
   limited: {{}}
   watched: {{}}
+  tiny: {{}}
+  other: {{}}
 limits:
   - {{scope: tenant, match: limited, rpm: 5, window_s: 3}}
   - {{scope: user, tenant: watched, concurrent: 2}}
   - {{scope: key, match: tok, tpm: 200, window_s: 3}}
 budgets:
   - {{name: race-cap, scope: tenant, match: racer, limit_usd: "3.00", period: day}}
+  - {{name: per-user, scope: user, match: sam, limit_usd: "0.06", period: day}}
   - {{name: watched-soft, scope: tenant, match: watched, limit_usd: "0.05", period: month, mode: soft,
       alert_at: [0.5, 1.0]}}
 alerts:
@@ -150,6 +153,8 @@ alerts:
         "racer": create_key(cfg, tenant="racer"),
         "limited": create_key(cfg, tenant="limited"),
         "watched": create_key(cfg, tenant="watched", user="wendy"),
+        "tiny-sam": create_key(cfg, tenant="tiny", user="sam"),
+        "other-sam": create_key(cfg, tenant="other", user="sam"),
     }
     out = subprocess.run([sys.executable, "-m", "bastion.cli", "keys", "create", "--config", str(cfg),
                           "--tenant", "default", "--name", "tok", "--json"], check=True, capture_output=True, text=True)
@@ -356,3 +361,22 @@ def test_costs_cli_and_admin_api_agree(stack: Stack) -> None:
     bad = httpx.get(stack.base + "/admin/costs", params={"by": "color"},
                     headers={"authorization": "Bearer admin-secret"})
     assert bad.status_code == 400 and "choose from" in bad.json()["error"]["message"]
+
+
+def test_user_budget_is_per_tenant_and_speaks_the_clients_dialect(stack: Stack) -> None:
+    import anthropic
+
+    # per-user budget $0.06/day; worst case of one call here: ~(12 + 20) tokens ~ $0.05 -> one call fits
+    ac = anthropic.Anthropic(base_url=stack.base, api_key=stack.keys["tiny-sam"], max_retries=0)
+    msgs = [{"role": "user", "content": "[[sim:tokens=20]] hi"}]
+    ac.messages.create(model="priced", max_tokens=20, messages=msgs)
+    with pytest.raises(anthropic.RateLimitError) as ei:
+        ac.messages.create(model="priced", max_tokens=20, messages=msgs)
+    body = ei.value.body
+    assert body["type"] == "error" and body["error"]["type"] == "rate_limit_error"
+    assert "per-user" in body["error"]["message"] and "user 'tiny/sam'" in body["error"]["message"]
+    assert ei.value.response.headers["x-bastion-budget"] == "per-user"
+    # user "sam" of another tenant has a budget of their own
+    oc = openai.OpenAI(base_url=stack.base + "/v1", api_key=stack.keys["other-sam"], max_retries=0)
+    out = oc.chat.completions.create(model="priced", max_tokens=20, messages=msgs)
+    assert out.choices[0].message.content
