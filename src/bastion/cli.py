@@ -162,7 +162,7 @@ def cmd_costs(args: argparse.Namespace) -> int:
     elif args.format == "csv":
         sys.stdout.write(to_csv(rows))
     else:
-        cols = [*by, "requests", "errors", "prompt_tokens", "completion_tokens", "cost_usd"]
+        cols = [*by, "requests", "errors", "prompt_tokens", "completion_tokens", "cost_usd", "cache_hits", "saved_usd"]
         print(_table(rows, cols) if rows else "no requests in that range")
         print(f"\ntotal: ${total_usd(rows):f} over {sum(r['requests'] for r in rows)} requests")
     return 0
@@ -182,6 +182,37 @@ def cmd_alerts(args: argparse.Namespace) -> int:
         r["created"] = datetime.fromtimestamp(r["created_at"]).strftime("%Y-%m-%d %H:%M:%S")
         r["delivered"] = "yes" if r["delivered_at"] else ("no" if r["deliveries"] else "-")
     print(_table(rows, ["created", "kind", "severity", "subject", "delivered", "message"]) if rows else "no alerts")
+    return 0
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    """Talk to the running gateway's admin API: the cache lives in its process."""
+    import os
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    config = _config(args)
+    env = config.server.admin_key_env
+    token = os.environ.get(env) if env else None
+    if not token:
+        raise SystemExit("bastion cache talks to the running gateway's admin API: set server.admin_key_env in the "
+                         "config and export that variable with the admin token")
+    url = (args.url or f"http://{config.server.host}:{config.server.port}").rstrip("/")
+    if args.action == "stats":
+        req = urllib.request.Request(url + "/admin/cache")
+    else:
+        params = {k: v for k, v in (("tenant", args.tenant), ("model", args.model)) if v}
+        req = urllib.request.Request(url + "/admin/cache/purge?" + urllib.parse.urlencode(params), method="POST")
+    req.add_header("authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310 (a URL the user configured)
+            body = json.loads(resp.read())
+    except urllib.error.HTTPError as e:
+        raise SystemExit(f"the gateway answered {e.code}: {e.read().decode(errors='replace')}") from None
+    except (urllib.error.URLError, OSError) as e:
+        raise SystemExit(f"cannot reach the gateway at {url} ({e}); is it running? (--url)") from None
+    print(json.dumps(body, indent=2))
     return 0
 
 
@@ -262,6 +293,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--limit", type=int, default=50)
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=cmd_alerts)
+
+    s = with_config(sub.add_parser("cache", help="response cache of the running gateway: stats, purge"))
+    s.add_argument("action", choices=("stats", "purge"))
+    s.add_argument("--tenant", help="purge: only this tenant's entries")
+    s.add_argument("--model", help="purge: only this alias's entries")
+    s.add_argument("--url", help="the gateway (default: from the config's server.host/port)")
+    s.set_defaults(fn=cmd_cache)
 
     s = with_config(sub.add_parser("replay", help="re-send a logged request to its deployment and diff the outputs"))
     s.add_argument("id")

@@ -61,4 +61,15 @@ def admin_routes(gw: Gateway) -> dict[str, Callable[[Request], Awaitable[Respons
                                        limit=int(q.get("limit", "100")))
         return json_response({"alerts": rows})
 
-    return {"/admin/costs": guarded(costs), "/admin/alerts": guarded(alerts)}
+    async def cache(request: Request) -> Response:
+        stats = await gw.cache.stats()
+        return json_response(stats)
+
+    async def cache_purge(request: Request) -> Response:
+        q = request.query_params
+        n = await gw.cache.purge(tenant=q.get("tenant"), alias=q.get("model"))
+        gw.metrics.cache_entries.set(len(gw.cache.store._entries))
+        return json_response({"purged": n, "tenant": q.get("tenant"), "model": q.get("model")})
+
+    return {"/admin/costs": guarded(costs), "/admin/alerts": guarded(alerts), "/admin/cache": guarded(cache),
+            "POST /admin/cache/purge": guarded(cache_purge)}

@@ -45,7 +45,8 @@ def create_app(config: BastionConfig, gateway: Gateway | None = None) -> Starlet
         return Response(gw.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     routes = [Route(path, fn, methods=["POST"] if path != "/v1/models" else ["GET"]) for path, fn in model_routes(gw).items()]
-    routes += [Route(path, fn, methods=["GET"]) for path, fn in admin_routes(gw).items()]
+    routes += [Route(path.split(" ")[-1], fn, methods=["POST"] if path.startswith("POST ") else ["GET"])
+               for path, fn in admin_routes(gw).items()]
     routes += [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),

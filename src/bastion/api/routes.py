@@ -22,7 +22,8 @@ Runner = Callable[[RequestContext, dict[str, Any]], Awaitable[Result]]
 
 
 _OPTION_HEADERS = frozenset(
-    (b"timeout-connect", b"timeout-first-token", b"timeout-chunk-gap", b"timeout-total", b"hedge")
+    (b"timeout-connect", b"timeout-first-token", b"timeout-chunk-gap", b"timeout-total", b"hedge", b"cache",
+     b"cache-ttl")
 )
 
 
@@ -63,6 +64,8 @@ async def handle(
         for name, value in request.headers.raw:
             if name.startswith(b"x-bastion-") and name[10:] in _OPTION_HEADERS:
                 ctx.options[name[10:].decode()] = value.decode("latin-1")
+            elif name == b"cache-control":
+                ctx.options["cache-control"] = value.decode("latin-1")
         result = await run(ctx, body)
         if result.stream is not None:
             streaming = True

@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from .cache import AliasCacheConfig, CacheConfig
 from .metering import AlertsConfig, BudgetConfig, LimitConfig, PriceOverride
 from .reliability import (
     BreakerConfig,
@@ -111,6 +112,7 @@ class ModelConfig(_Strict):
     breaker: BreakerConfig | None = None
     hedge: HedgeConfig | None = None
     fallback: FallbackConfig = FallbackConfig()
+    cache: AliasCacheConfig = AliasCacheConfig()
 
 
 class TenantConfig(_Strict):
@@ -138,6 +140,7 @@ class BastionConfig(_Strict):
     store: StoreConfig = StoreConfig()
     state: StateConfig = StateConfig()
     routing: RoutingDefaults = RoutingDefaults()
+    cache: CacheConfig = CacheConfig()
     providers: dict[str, ProviderConfig] = Field(default_factory=dict)
     models: dict[str, ModelConfig] = Field(default_factory=dict)
     tenants: dict[str, TenantConfig] = Field(default_factory=lambda: {"default": TenantConfig()})

@@ -32,7 +32,8 @@ def cost_report(store: SQLiteStore, *, by: Sequence[str], filters: dict[str, Any
     out = []
     for r in rows:
         usd = from_nano(r.pop("cost_nusd") or 0)
-        out.append({**r, "cost_usd": f"{usd:f}"})
+        saved = from_nano(r.pop("saved_nusd", 0) or 0)
+        out.append({**r, "cost_usd": f"{usd:f}", "saved_usd": f"{saved:f}"})
     return out
 
 

@@ -95,6 +95,10 @@ class RequestContext:
     cost_detail: dict[str, Any] | None = None
     flags: list[str] = field(default_factory=list)
     prompt_version: str | None = None
+    cache_key: Any = None  # (CacheKey, Decision) when the alias caches
+    cache_status: str | None = None
+    cache_info: dict[str, Any] | None = None
+    saved_usd: Decimal | None = None
 
     def now(self) -> float:
         """Wall-clock time derived from the monotonic clock (consistent within the request)."""
@@ -163,6 +167,9 @@ class RequestContext:
             "cost": self.cost_detail,
             "prompt_version": self.prompt_version,
             "flags": self.flags or None,
+            "cache_status": self.cache_status,
+            "cache": self.cache_info,
+            "saved_nusd": None if self.saved_usd is None else int(self.saved_usd * 1_000_000_000),
         }
 
 

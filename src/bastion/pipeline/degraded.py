@@ -11,10 +11,10 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-import orjson
-
 from bastion.config.reliability import DegradedConfig
-from bastion.dialects import ChatToMessagesStream, chat_response_to_messages
+from bastion.dialects import chat_response_to_messages
+
+from .synthetic import stream_chat
 
 
 def degraded_chat(alias: str, cfg: DegradedConfig) -> dict[str, Any]:
@@ -39,28 +39,6 @@ def degraded_body(dialect: str, alias: str, cfg: DegradedConfig) -> dict[str, An
     return chat if dialect == "openai" else chat_response_to_messages(chat, model=alias)
 
 
-def _chunks(chat: dict[str, Any], include_usage: bool) -> list[dict[str, Any]]:
-    base = {k: chat[k] for k in ("id", "created", "model", "system_fingerprint")} | {"object": "chat.completion.chunk"}
-    choice = chat["choices"][0]
-    out = [
-        base | {"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]},
-        base | {"choices": [{"index": 0, "delta": {"content": choice["message"]["content"]}, "finish_reason": None}]},
-        base | {"choices": [{"index": 0, "delta": {}, "finish_reason": choice["finish_reason"]}]},
-    ]
-    if include_usage:
-        out.append(base | {"choices": [], "usage": chat["usage"]})
-    return out
-
-
 async def degraded_stream(dialect: str, alias: str, cfg: DegradedConfig, include_usage: bool) -> AsyncIterator[bytes]:
-    chat = degraded_chat(alias, cfg)
-    if dialect == "openai":
-        parts = [b"data: " + orjson.dumps(c) + b"\n\n" for c in _chunks(chat, include_usage)]
-        yield b"".join(parts) + b"data: [DONE]\n\n"
-        return
-    conv = ChatToMessagesStream(model=alias, message_id="msg_" + chat["id"].removeprefix("chatcmpl-"))
-    events: list[tuple[str, dict[str, Any]]] = []
-    for c in _chunks(chat, True):
-        events.extend(conv.feed(c))
-    events.extend(conv.finish())
-    yield b"".join(b"event: " + t.encode() + b"\ndata: " + orjson.dumps(d) + b"\n\n" for t, d in events)
+    async for part in stream_chat(degraded_chat(alias, cfg), dialect, include_usage=include_usage):
+        yield part

@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 
+from bastion.cache.service import ResponseCache
 from bastion.config.model import BastionConfig
 from bastion.errors import BastionError, ModelNotFound
 from bastion.keys import KeyRing
@@ -21,6 +22,7 @@ from bastion.state import open_state
 from bastion.store import LogWriter, open_store
 from bastion.telemetry import Metrics
 
+from .caching import CacheStage
 from .context import RequestContext
 from .degraded import degraded_body, degraded_stream
 from .executor import Executor, Exhausted, MakeRequest, Ready
@@ -65,6 +67,8 @@ class Gateway:
         self.metrics = Metrics()
         self.executor = Executor(self.router, self.state, self.metrics)
         self.meter = Meter(config, self.state, self.store)
+        self.cache = ResponseCache(config)
+        self.caching = CacheStage(self.cache, self.metrics, self.finish, self.headers)
         sc = config.store
         self.writer = LogWriter(
             self.store,
@@ -78,7 +82,7 @@ class Gateway:
         self.started_at = time.time()
         # Consulted when every attempt failed, before the degraded answer: the response cache plugs in
         # here (serve a stored answer for the same request rather than an error). None: no such source.
-        self.answer_on_failure: FailureAnswer | None = None
+        self.answer_on_failure: FailureAnswer | None = self.caching.on_failure
 
     async def start(self) -> None:
         await asyncio.to_thread(self.writer.start)
@@ -90,6 +94,7 @@ class Gateway:
         self.ready = False
         await self.router.close()
         await self.meter.stop()
+        await self.cache.drain()
         await self.state.close()
         await asyncio.to_thread(self.writer.close)
 
@@ -117,6 +122,8 @@ class Gateway:
             ctx.open_stream = None
             self.executor.stream_finished(ready, usage_tokens=int(ctx.usage.get("total_tokens") or 0))
         self._meter_finish(ctx)
+        if ctx.cache_key is not None and ctx.endpoint != "embeddings":
+            self.caching.store_chat(ctx)
         sc = self.config.store
         self.writer.submit(ctx.to_record(log_bodies=sc.log_bodies, redact_keys=sc.redact_keys))
 
@@ -174,6 +181,8 @@ class Gateway:
             h["x-bastion-fallback-model"] = ctx.served_alias
         if ctx.cost_usd is not None:
             h["x-bastion-cost"] = f"{ctx.cost_usd:f}"
+        if ctx.cache_status in ("miss", "bypass"):
+            h["x-bastion-cache"] = ctx.cache_status
         if ctx.admission_headers:
             h.update(ctx.admission_headers)
         if len(ctx.attempts) > 1:
@@ -243,6 +252,10 @@ class Gateway:
             route = self.router.route(body.get("model"), "chat")
             ctx.alias = route.alias
         ctx.stream = stream = bool(body.get("stream"))
+        if pin is None:
+            hit = await self.caching.before(ctx, route, body, "chat")
+            if hit is not None:
+                return hit
         await self._admit(ctx, route, body)
 
         def make(cand: Candidate) -> tuple[str, bytes]:
@@ -296,6 +309,9 @@ class Gateway:
     async def embeddings(self, ctx: RequestContext, body: dict[str, Any]) -> Result:
         route = self.router.route(body.get("model"), "embedding")
         ctx.alias = route.alias
+        hit = await self.caching.before(ctx, route, body, "embedding")
+        if hit is not None:
+            return hit
         await self._admit(ctx, route, body)
 
         def make(cand: Candidate) -> tuple[str, bytes]:
@@ -318,4 +334,5 @@ class Gateway:
         ctx.response = {k: v for k, v in raw_data.items() if k != "data"} | {"data_count": len(vectors)}
         self._settle_tokens(ready, ctx)
         self.finish(ctx)
+        self.caching.store_embedding(ctx, raw_data)
         return Result(headers=self.headers(ctx), body=raw)

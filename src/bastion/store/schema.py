@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Columns of the request log, in insert order. JSON columns hold orjson-encoded text.
 REQUEST_COLUMNS: tuple[str, ...] = (
@@ -40,6 +40,9 @@ REQUEST_COLUMNS: tuple[str, ...] = (
     "cost",
     "prompt_version",
     "flags",
+    "cache_status",
+    "cache",
+    "saved_nusd",
 )
 
 # Columns added after version 1, with their SQL types: added to older databases on open.
@@ -48,9 +51,12 @@ ADDED_COLUMNS: tuple[tuple[str, str], ...] = (
     ("cost", "TEXT"),  # JSON: {"usd": "0.000123", "price_version": ..., per-dimension breakdown}
     ("prompt_version", "TEXT"),
     ("flags", "TEXT"),  # JSON list: soft budgets exceeded, degraded, ...
+    ("cache_status", "TEXT"),  # hit | semantic-hit | stale | miss | bypass
+    ("cache", "TEXT"),  # JSON: the matched entry (its request id, age, similarity) and what the hit saved
+    ("saved_nusd", "INTEGER"),  # what a cache hit saved: the original call's cost, nano-USD
 )
 
-JSON_COLUMNS = frozenset({"params", "request", "response", "attempts", "cost", "flags"})
+JSON_COLUMNS = frozenset({"params", "request", "response", "attempts", "cost", "flags", "cache"})
 
 DDL = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -88,7 +94,10 @@ CREATE TABLE IF NOT EXISTS requests (
     cost_nusd INTEGER,
     cost TEXT,
     prompt_version TEXT,
-    flags TEXT
+    flags TEXT,
+    cache_status TEXT,
+    cache TEXT,
+    saved_nusd INTEGER
 );
 CREATE INDEX IF NOT EXISTS requests_received ON requests (received_at);
 CREATE INDEX IF NOT EXISTS requests_tenant ON requests (tenant, received_at);

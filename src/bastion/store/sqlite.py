@@ -168,7 +168,9 @@ class SQLiteStore:
             f"SELECT {select + ', ' if select else ''}COUNT(*) AS requests, "
             "SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END) AS errors, "
             "COALESCE(SUM(prompt_tokens), 0) AS prompt_tokens, COALESCE(SUM(completion_tokens), 0) AS completion_tokens, "
-            "COALESCE(SUM(cost_nusd), 0) AS cost_nusd "
+            "COALESCE(SUM(cost_nusd), 0) AS cost_nusd, "
+            "SUM(CASE WHEN cache_status IN ('hit', 'semantic-hit', 'stale') THEN 1 ELSE 0 END) AS cache_hits, "
+            "COALESCE(SUM(saved_nusd), 0) AS saved_nusd "
             f"FROM requests WHERE {' AND '.join(where)}"
         )
         if dims:

@@ -59,6 +59,17 @@ class Metrics:
         self.degraded = Counter(
             "bastion_degraded_answers", "Requests answered with the configured degraded answer", ["model"], registry=r,
         )
+        self.cache_lookups = Counter(
+            "bastion_cache_lookups", "Response-cache lookups by result (hit, semantic-hit, stale, miss)",
+            ["model", "result"], registry=r,
+        )
+        self.cache_saved_tokens = Counter(
+            "bastion_cache_saved_tokens", "Upstream tokens not spent thanks to cache hits", ["model"], registry=r,
+        )
+        self.cache_saved_usd = Counter(
+            "bastion_cache_saved_usd", "Money not spent thanks to cache hits (USD)", ["model"], registry=r,
+        )
+        self.cache_entries = Gauge("bastion_cache_entries", "Entries in the response cache", registry=r)
         self.inflight = Gauge("bastion_inflight_requests", "Requests being served now", registry=r)
         self.log_written = Counter("bastion_log_records_written", "Request-log records committed", registry=r)
         self.log_queue = Gauge("bastion_log_queue_depth", "Request-log records waiting to be committed", registry=r)
