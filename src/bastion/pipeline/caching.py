@@ -54,7 +54,7 @@ class CacheStage:
             self.metrics.cache_lookups.labels(route.alias, "miss").inc()
             raise CacheMiss("no cached answer for this request (x-bastion-cache: only-if-cached)",
                             headers={"x-bastion-cache": "miss"})
-        ctx.cache_status = "miss" if d.read else "bypass"
+        ctx.cache_status = "miss" if d.read else ("refresh" if d.write else "bypass")
         self.metrics.cache_lookups.labels(route.alias, ctx.cache_status).inc()
         return None
 
@@ -102,7 +102,7 @@ class CacheStage:
         if ctx.cache_key is None or ctx.status != 200 or ctx.degraded or ctx.error_code is not None:
             return
         k, d = ctx.cache_key
-        if not d.write or ctx.cache_status not in ("miss", "bypass") or not isinstance(ctx.response, dict):
+        if not d.write or ctx.cache_status not in ("miss", "refresh") or not isinstance(ctx.response, dict):
             return
         if not ctx.finish_reason:  # a stream that did not finish: never cached
             return
@@ -116,7 +116,7 @@ class CacheStage:
         self._put(ctx, k, d, chat, int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
 
     def store_embedding(self, ctx: RequestContext, raw: dict[str, Any]) -> None:
-        if ctx.cache_key is None or ctx.cache_status not in ("miss", "bypass"):
+        if ctx.cache_key is None or ctx.cache_status not in ("miss", "refresh"):
             return
         k, d = ctx.cache_key
         if d.write:

@@ -181,7 +181,7 @@ class Gateway:
             h["x-bastion-fallback-model"] = ctx.served_alias
         if ctx.cost_usd is not None:
             h["x-bastion-cost"] = f"{ctx.cost_usd:f}"
-        if ctx.cache_status in ("miss", "bypass"):
+        if ctx.cache_status in ("miss", "bypass", "refresh"):
             h["x-bastion-cache"] = ctx.cache_status
         if ctx.admission_headers:
             h.update(ctx.admission_headers)
