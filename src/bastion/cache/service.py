@@ -59,6 +59,7 @@ class ResponseCache:
         self.aliases = {name: m.cache for name, m in config.models.items()}
         self.store = MemoryCacheStore(c.max_entries, c.max_bytes)
         self._semantic: Any = None  # SemanticIndex, created on first use
+        self._semantic_ok: bool | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
     # ---- policy ------------------------------------------------------------------------------
@@ -129,15 +130,35 @@ class ResponseCache:
             self._semantic = SemanticIndex()
         return self._semantic
 
+    def _semantic_ready(self) -> bool:
+        """The semantic extra is installed and loads; otherwise semantic lookups are skipped (logged once)."""
+        if self._semantic_ok is None:
+            try:
+                from .embedder import available
+
+                self._semantic_ok = available()
+                if self._semantic_ok:
+                    self._index()
+            except Exception as e:  # an optional extra that is broken must not break the exact cache
+                log.warning("semantic cache unavailable (%s: %s); exact cache only", type(e).__name__, e)
+                self._semantic_ok = False
+            if self._semantic_ok is False:
+                log.warning("semantic cache is enabled but unavailable: pip install 'bastion[semantic]'")
+        return bool(self._semantic_ok)
+
     async def _semantic_lookup(self, k: CacheKey, tenant: str, alias: str, d: Decision) -> Hit | None:
-        from .embedder import Embedder, available
+        if not self._semantic_ready():
+            return None
+        from .embedder import Embedder
         from .semantic import DEFAULT_THRESHOLD
 
-        if not available():
-            return None
         index = self._index()
-        vec = (await asyncio.to_thread(Embedder.shared().embed, [k.last_user]))[0]
-        found = index.search((tenant, alias, k.context), vec, d.threshold or DEFAULT_THRESHOLD)
+        try:
+            vec = (await asyncio.to_thread(Embedder.shared().embed, [k.last_user]))[0]
+            found = index.search((tenant, alias, k.context), vec, d.threshold or DEFAULT_THRESHOLD)
+        except Exception:  # a failing embedder costs a miss, never the request
+            log.exception("semantic lookup failed; treated as a miss")
+            return None
         if found is None:
             return None
         entry_id, similarity = found
@@ -160,13 +181,16 @@ class ResponseCache:
             self._spawn(self._semantic_add(k, entry))
 
     async def _semantic_add(self, k: CacheKey, entry: Entry) -> None:
-        from .embedder import Embedder, available
-
-        if not available():
+        if not self._semantic_ready():
             return
-        vec = (await asyncio.to_thread(Embedder.shared().embed, [k.last_user]))[0]
-        if await self.store.get(entry.key) is not None:
-            self._index().add((entry.tenant, entry.alias, k.context), entry.key, vec)
+        from .embedder import Embedder
+
+        try:
+            vec = (await asyncio.to_thread(Embedder.shared().embed, [k.last_user]))[0]
+            if await self.store.get(entry.key) is not None:
+                self._index().add((entry.tenant, entry.alias, k.context), entry.key, vec)
+        except Exception:
+            log.exception("could not index a cache entry for semantic lookup")
 
     async def purge(self, *, tenant: str | None = None, alias: str | None = None) -> int:
         gone = await self.store.purge(tenant=tenant, alias=alias)
