@@ -88,6 +88,9 @@ models:
   nocache:
     deployments: [{{provider: sim, model: sim-small}}]
     cache: {{enabled: false}}
+  semantic:
+    deployments: [{{provider: sim, model: sim-small}}]
+    cache: {{semantic: {{enabled: true}}}}
   embed:
     kind: embedding
     deployments: [{{provider: sim, model: sim-embed}}]
@@ -278,3 +281,38 @@ def test_metrics_reports_and_admin(stack: Stack) -> None:
     assert json.loads(purge.stdout)["purged"] >= 5
     assert stack.post(_chat("shared question 0"), key="globex").headers["x-bastion-cache"] == "miss"
     assert stack.post(_chat("shared question 0"), key="acme").headers["x-bastion-cache"] == "hit"
+
+
+def _semantic_installed() -> bool:
+    try:
+        import bastion.cache.semantic  # noqa: F401
+
+        from bastion.cache.embedder import available
+    except ImportError:
+        return False
+    return available()
+
+
+@pytest.mark.skipif(not _semantic_installed(), reason="the semantic extra is not installed")
+def test_semantic_hits_paraphrases_within_a_tenant_only(stack: Stack) -> None:
+    def ask(text: str, key: str, system: str = "You are a support bot.") -> httpx.Response:
+        return stack.post({"model": "semantic", "temperature": 0, "messages": [
+            {"role": "system", "content": system}, {"role": "user", "content": text}]}, key=key)
+
+    assert ask("How do I reset my password?", "acme").headers["x-bastion-cache"] == "miss"
+    deadline = time.time() + 10  # the entry is indexed in the background
+    while time.time() < deadline:
+        r = ask("What's the way to reset my password?", "acme")
+        if r.headers["x-bastion-cache"].startswith("semantic-hit"):
+            break
+        time.sleep(0.2)
+    assert r.headers["x-bastion-cache"].startswith("semantic-hit; similarity=0.")
+    row = stack.row(r.headers["x-bastion-request-id"])
+    assert row["cache_status"] == "semantic-hit" and json.loads(row["cache"])["similarity"] > 0.8
+    # near-identical and identical prompts from another tenant never reach acme's entry
+    assert ask("What's the way to reset my password?", "globex").headers["x-bastion-cache"] == "miss"
+    assert ask("How do I reset my password?", "globex").headers["x-bastion-cache"] == "miss"
+    # a different question, or the same one under a different system prompt, is not a hit
+    assert ask("How do I change my email address?", "acme").headers["x-bastion-cache"] == "miss"
+    assert ask("What's the way to reset my password?", "acme", "You are a pirate.").headers[
+        "x-bastion-cache"] == "miss"
