@@ -309,9 +309,14 @@ def test_semantic_hits_paraphrases_within_a_tenant_only(stack: Stack) -> None:
     assert r.headers["x-bastion-cache"].startswith("semantic-hit; similarity=0.")
     row = stack.row(r.headers["x-bastion-request-id"])
     assert row["cache_status"] == "semantic-hit" and json.loads(row["cache"])["similarity"] > 0.8
-    # near-identical and identical prompts from another tenant never reach acme's entry
-    assert ask("What's the way to reset my password?", "globex").headers["x-bastion-cache"] == "miss"
-    assert ask("How do I reset my password?", "globex").headers["x-bastion-cache"] == "miss"
+    # identical and near-identical prompts from another tenant never reach acme's entry
+    first = ask("How do I reset my password?", "globex")
+    assert first.headers["x-bastion-cache"] == "miss"
+    time.sleep(1.0)  # let globex's own entry be indexed
+    para = ask("What is the way to reset my password?", "globex")
+    if para.headers["x-bastion-cache"] != "miss":  # a hit may only be globex's own entry
+        info = json.loads(stack.row(para.headers["x-bastion-request-id"])["cache"])
+        assert info["entry_request_id"] == first.headers["x-bastion-request-id"]
     # a different question, or the same one under a different system prompt, is not a hit
     assert ask("How do I change my email address?", "acme").headers["x-bastion-cache"] == "miss"
     assert ask("What's the way to reset my password?", "acme", "You are a pirate.").headers[
