@@ -26,8 +26,8 @@ Index: exact brute force on a contiguous float32 matrix, chosen over HNSW
     search but approximate, 1 ms per insert, and needs a compiled dependency; the exact matrix costs
     nothing to insert into or remove from, never misses, and returns every candidate above the threshold,
     which the lexical guard below needs. An embedding costs 3-6 ms anyway, so a lookup at the largest
-    allowed partition (100,000 entries) is ~12 ms against an upstream call of hundreds of ms; typical
-    partitions are far smaller (0.1 ms at 1,000 entries). ``bench/cache_lookup.py`` measures it.
+    allowed partition (100,000 entries) is ~14 ms (p50, embed + search) against an upstream call of hundreds of ms; typical
+    partitions are far smaller (search 0.2 ms at 1,000 entries, 0.9 ms at 10,000). ``bench/cache_lookup.py`` measures it.
 
 The lexical guard: why cosine alone is not enough
     all-MiniLM-L6-v2 (like every small bi-encoder) cannot tell questions apart that differ by one swapped
