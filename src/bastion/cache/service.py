@@ -143,7 +143,7 @@ class ResponseCache:
                 log.warning("semantic cache unavailable (%s: %s); exact cache only", type(e).__name__, e)
                 self._semantic_ok = False
             if self._semantic_ok is False:
-                log.warning("semantic cache is enabled but unavailable: pip install 'bastion[semantic]'")
+                log.warning("semantic cache is enabled but unavailable: pip install 'bastion-gateway[semantic]'")
         return bool(self._semantic_ok)
 
     async def _semantic_lookup(self, k: CacheKey, tenant: str, alias: str, d: Decision) -> Hit | None:
@@ -155,7 +155,8 @@ class ResponseCache:
         index = self._index()
         try:
             vec = (await asyncio.to_thread(Embedder.shared().embed, [k.last_user]))[0]
-            found = index.search((tenant, alias, k.context), vec, d.threshold or DEFAULT_THRESHOLD)
+            found = index.search((tenant, alias, k.context), vec, d.threshold or DEFAULT_THRESHOLD,
+                                 text=k.last_user)
         except Exception:  # a failing embedder costs a miss, never the request
             log.exception("semantic lookup failed; treated as a miss")
             return None
@@ -188,7 +189,7 @@ class ResponseCache:
         try:
             vec = (await asyncio.to_thread(Embedder.shared().embed, [k.last_user]))[0]
             if await self.store.get(entry.key) is not None:
-                self._index().add((entry.tenant, entry.alias, k.context), entry.key, vec)
+                self._index().add((entry.tenant, entry.alias, k.context), entry.key, vec, text=k.last_user)
         except Exception:
             log.exception("could not index a cache entry for semantic lookup")
 
