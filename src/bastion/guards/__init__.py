@@ -1,0 +1,1 @@
+"""Guards: input scanning, the injection classifier, output scanning, system-prompt protection."""
