@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .cache import AliasCacheConfig, CacheConfig
+from .guards import GuardsConfig
 from .metering import AlertsConfig, BudgetConfig, LimitConfig, PriceOverride
 from .reliability import (
     BreakerConfig,
@@ -113,6 +114,7 @@ class ModelConfig(_Strict):
     hedge: HedgeConfig | None = None
     fallback: FallbackConfig = FallbackConfig()
     cache: AliasCacheConfig = AliasCacheConfig()
+    guards: GuardsConfig | None = Field(None, description="default: the top-level guards")
 
 
 class TenantConfig(_Strict):
@@ -141,6 +143,7 @@ class BastionConfig(_Strict):
     state: StateConfig = StateConfig()
     routing: RoutingDefaults = RoutingDefaults()
     cache: CacheConfig = CacheConfig()
+    guards: GuardsConfig = GuardsConfig()
     providers: dict[str, ProviderConfig] = Field(default_factory=dict)
     models: dict[str, ModelConfig] = Field(default_factory=dict)
     tenants: dict[str, TenantConfig] = Field(default_factory=lambda: {"default": TenantConfig()})

@@ -99,6 +99,7 @@ class RequestContext:
     cache_status: str | None = None
     cache_info: dict[str, Any] | None = None
     saved_usd: Decimal | None = None
+    guards: list[dict[str, Any]] = field(default_factory=list)
 
     def now(self) -> float:
         """Wall-clock time derived from the monotonic clock (consistent within the request)."""
@@ -170,6 +171,7 @@ class RequestContext:
             "cache_status": self.cache_status,
             "cache": self.cache_info,
             "saved_nusd": None if self.saved_usd is None else int(self.saved_usd * 1_000_000_000),
+            "guards": self.guards or None,
         }
 
 

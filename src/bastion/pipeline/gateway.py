@@ -14,6 +14,7 @@ import orjson
 from bastion.cache.service import ResponseCache
 from bastion.config.model import BastionConfig
 from bastion.errors import BastionError, ModelNotFound
+from bastion.guards.stage import InputGuard, PromptInjectionDetected
 from bastion.keys import KeyRing
 from bastion.metering.meter import Meter
 from bastion.metering.subjects import Subject
@@ -68,6 +69,7 @@ class Gateway:
         self.executor = Executor(self.router, self.state, self.metrics)
         self.meter = Meter(config, self.state, self.store)
         self.cache = ResponseCache(config)
+        self.input_guard = InputGuard(config)
         self.caching = CacheStage(self.cache, self.metrics, self.finish, self.headers)
         sc = config.store
         self.writer = LogWriter(
@@ -127,6 +129,22 @@ class Gateway:
         sc = self.config.store
         self.writer.submit(ctx.to_record(log_bodies=sc.log_bodies, redact_keys=sc.redact_keys))
 
+    def _guard_input(self, ctx: RequestContext, alias: str, body: dict[str, Any]) -> None:
+        try:
+            verdict = self.input_guard.check(alias, body)
+        except PromptInjectionDetected as e:
+            ctx.guards.append({"guard": "input", "action": "block", "message": e.message})
+            self.metrics.guard_verdicts.labels(alias, "input", "block").inc()
+            raise
+        if verdict is None:
+            return
+        ctx.guards.append(verdict)
+        self.metrics.guard_verdicts.labels(alias, "input", verdict["action"]).inc()
+        for r in verdict["reasons"]:
+            self.metrics.guard_rules.labels("input", r["rule"]).inc()
+        if verdict["action"] == "flag":
+            ctx.flags.append("guard:input")
+
     async def _admit(self, ctx: RequestContext, route: Route, body: dict[str, Any]) -> None:
         adm = await self.meter.admit(_subject(ctx), route, body, ctx.dialect)
         if adm is not None:
@@ -181,6 +199,9 @@ class Gateway:
             h["x-bastion-fallback-model"] = ctx.served_alias
         if ctx.cost_usd is not None:
             h["x-bastion-cost"] = f"{ctx.cost_usd:f}"
+        fired = [f"{g['guard']}={g['action']}" for g in ctx.guards if g.get("action") not in (None, "pass")]
+        if fired:
+            h["x-bastion-guard"] = ",".join(fired)
         if ctx.cache_status in ("miss", "bypass", "refresh"):
             h["x-bastion-cache"] = ctx.cache_status
         if ctx.admission_headers:
@@ -252,6 +273,7 @@ class Gateway:
             route = self.router.route(body.get("model"), "chat")
             ctx.alias = route.alias
         ctx.stream = stream = bool(body.get("stream"))
+        self._guard_input(ctx, route.alias, body)
         if pin is None:
             hit = await self.caching.before(ctx, route, body, "chat")
             if hit is not None:

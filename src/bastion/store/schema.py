@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # Columns of the request log, in insert order. JSON columns hold orjson-encoded text.
 REQUEST_COLUMNS: tuple[str, ...] = (
@@ -43,6 +43,7 @@ REQUEST_COLUMNS: tuple[str, ...] = (
     "cache_status",
     "cache",
     "saved_nusd",
+    "guards",
 )
 
 # Columns added after version 1, with their SQL types: added to older databases on open.
@@ -54,9 +55,10 @@ ADDED_COLUMNS: tuple[tuple[str, str], ...] = (
     ("cache_status", "TEXT"),  # hit | semantic-hit | stale | miss | bypass
     ("cache", "TEXT"),  # JSON: the matched entry (its request id, age, similarity) and what the hit saved
     ("saved_nusd", "INTEGER"),  # what a cache hit saved: the original call's cost, nano-USD
+    ("guards", "TEXT"),  # JSON list of guard verdicts: guard, score, threshold, action, reasons with spans
 )
 
-JSON_COLUMNS = frozenset({"params", "request", "response", "attempts", "cost", "flags", "cache"})
+JSON_COLUMNS = frozenset({"params", "request", "response", "attempts", "cost", "flags", "cache", "guards"})
 
 DDL = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -97,7 +99,8 @@ CREATE TABLE IF NOT EXISTS requests (
     flags TEXT,
     cache_status TEXT,
     cache TEXT,
-    saved_nusd INTEGER
+    saved_nusd INTEGER,
+    guards TEXT
 );
 CREATE INDEX IF NOT EXISTS requests_received ON requests (received_at);
 CREATE INDEX IF NOT EXISTS requests_tenant ON requests (tenant, received_at);

@@ -70,6 +70,13 @@ class Metrics:
             "bastion_cache_saved_usd", "Money not spent thanks to cache hits (USD)", ["model"], registry=r,
         )
         self.cache_entries = Gauge("bastion_cache_entries", "Entries in the response cache", registry=r)
+        self.guard_verdicts = Counter(
+            "bastion_guard_verdicts", "Guard verdicts by guard and action (pass, flag, log, block)",
+            ["model", "guard", "action"], registry=r,
+        )
+        self.guard_rules = Counter(
+            "bastion_guard_rule_hits", "Guard rules that fired", ["guard", "rule"], registry=r,
+        )
         self.inflight = Gauge("bastion_inflight_requests", "Requests being served now", registry=r)
         self.log_written = Counter("bastion_log_records_written", "Request-log records committed", registry=r)
         self.log_queue = Gauge("bastion_log_queue_depth", "Request-log records waiting to be committed", registry=r)

@@ -1,0 +1,108 @@
+"""The input guard as a pipeline stage: scan the request's user turns and untrusted content, then block,
+flag or log according to the route's policy. Every verdict goes to the request log and to metrics."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from bastion.config.guards import GuardsConfig, InputGuardConfig
+from bastion.config.model import BastionConfig
+from bastion.errors import BastionError
+
+from .input import scan_input
+
+log = logging.getLogger("bastion.guards")
+
+CLASSIFIER_POLICY_POINT = 0.8  # the classifier's shipped threshold maps to this score (the default policy)
+
+
+class PromptInjectionDetected(BastionError):
+    status = 400
+    code = "prompt_injection_detected"
+
+
+def _texts(content: Any) -> list[str]:
+    if isinstance(content, str):
+        return [content]
+    out: list[str] = []
+    if isinstance(content, list):
+        for part in content:
+            if isinstance(part, dict):
+                if isinstance(part.get("text"), str):
+                    out.append(part["text"])
+                if part.get("type") == "tool_result":
+                    out.extend(_texts(part.get("content")))
+    return out
+
+
+def scanned_texts(body: dict[str, Any], scope: str) -> list[tuple[str, str]]:
+    """(where, text) of what the guard reads: user turns and tool results, or every message."""
+    out: list[tuple[str, str]] = []
+    for i, m in enumerate(body.get("messages") or []):
+        if not isinstance(m, dict):
+            continue
+        role = m.get("role")
+        if scope == "all" or role in ("user", "tool"):
+            out.extend((f"messages.{i}", t) for t in _texts(m.get("content")))
+    if scope == "all" and isinstance(body.get("system"), str | list):
+        out.extend(("system", t) for t in _texts(body["system"]))
+    return out
+
+
+class InputGuard:
+    def __init__(self, config: BastionConfig) -> None:
+        self.default = config.guards
+        self.per_alias: dict[str, GuardsConfig] = {a: m.guards for a, m in config.models.items() if m.guards}
+        self._classifier: Any = None
+        self._classifier_checked = False
+
+    def policy(self, alias: str) -> InputGuardConfig:
+        return (self.per_alias.get(alias) or self.default).input
+
+    def _clf(self) -> Any:
+        if not self._classifier_checked:
+            self._classifier_checked = True
+            try:
+                from .classifier import InjectionClassifier
+
+                self._classifier = InjectionClassifier.shared()
+            except Exception as e:  # not shipped (yet) or broken: the rules still run
+                log.info("injection classifier unavailable (%s); rules only", e)
+        return self._classifier
+
+    def check(self, alias: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        """The verdict (for the log) or None when the guard is off; raises when the policy blocks."""
+        p = self.policy(alias)
+        if p.action == "off":
+            return None
+        best, reasons = 0.0, []
+        clf = self._clf() if p.classifier else None
+        for where, text in scanned_texts(body, p.scan):
+            v = scan_input(text)
+            for r in v.reasons:
+                reasons.append({"where": where, **r.as_dict()})
+            best = max(best, v.score)
+            if clf is not None and text.strip():
+                prob = float(clf.score(v.normalized or text))
+                thr = float(getattr(clf, "threshold", 0.5))
+                s = CLASSIFIER_POLICY_POINT * prob / thr if prob < thr else \
+                    CLASSIFIER_POLICY_POINT + (1 - CLASSIFIER_POLICY_POINT) * (prob - thr) / max(1e-9, 1 - thr)
+                if s >= 0.5:
+                    reasons.append({"where": where, "rule": "classifier", "score": round(s, 4),
+                                    "probability": round(prob, 4)})
+                best = max(best, s)
+        hit = best >= p.threshold
+        verdict = {"guard": "input", "score": round(best, 4), "threshold": p.threshold,
+                   "action": p.action if hit else "pass", "reasons": reasons[:20]}
+        if hit and p.action == "block":
+            top = sorted(reasons, key=lambda r: -r["score"])[:3]
+            why = "; ".join(f"{r['rule']} {r['score']:.2f} in {r['where']}"
+                            + (f": {r['excerpt']!r}" if r.get("excerpt") else "") for r in top)
+            raise PromptInjectionDetected(
+                f"the request was blocked by the input guard: score {best:.2f} >= {p.threshold:g} ({why}). "
+                "If this is a false positive, change guards.input for this model (action flag or log, or a "
+                "higher threshold)",
+                headers={"x-bastion-guard": "input=block"},
+            )
+        return verdict
