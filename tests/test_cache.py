@@ -286,7 +286,6 @@ def test_metrics_reports_and_admin(stack: Stack) -> None:
 def _semantic_installed() -> bool:
     try:
         import bastion.cache.semantic  # noqa: F401
-
         from bastion.cache.embedder import available
     except ImportError:
         return False
