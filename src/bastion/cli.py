@@ -216,6 +216,42 @@ def cmd_cache(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_guard(args: argparse.Namespace) -> int:
+    if args.action == "eval":
+        from bastion.guards.evaluate import main as eval_main
+
+        return eval_main([*(["--data", args.data] if args.data else []), *(["--json"] if args.json else [])])
+    from bastion.guards.classifier import InjectionClassifier
+    from bastion.guards.input import scan_input
+
+    clf = InjectionClassifier.shared()
+
+    def verdict(text: str) -> dict[str, Any]:
+        v = scan_input(text)
+        p = clf.score(v.normalized or text)
+        return {"rules_score": round(v.score, 4), "classifier_probability": round(p, 4),
+                "classifier_threshold": clf.threshold, "injection": v.score >= 0.8 or p >= clf.threshold,
+                "reasons": [r.as_dict() for r in v.reasons]}
+
+    if args.file:
+        with open(args.file, encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    item = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise SystemExit(f"{args.file}:{n}: not JSON ({e.msg})") from None
+                text = item.get(args.field) if isinstance(item, dict) else item
+                if not isinstance(text, str):
+                    raise SystemExit(f"{args.file}:{n}: no string field {args.field!r}")
+                print(json.dumps({"line": n, **verdict(text)}))
+        return 0
+    text = args.text if args.text is not None else sys.stdin.read()
+    print(json.dumps(verdict(text), indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bastion", description="Bastion: a production gateway for LLMs.")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -300,6 +336,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", help="purge: only this alias's entries")
     s.add_argument("--url", help="the gateway (default: from the config's server.host/port)")
     s.set_defaults(fn=cmd_cache)
+
+    s = sub.add_parser("guard", help="scan text for prompt injection, or evaluate the detectors (docs/guards.md)")
+    s.add_argument("action", choices=("scan", "eval"))
+    s.add_argument("text", nargs="?", help="scan: the text (default: stdin)")
+    s.add_argument("--file", help="scan: a JSONL file, one object per line")
+    s.add_argument("--field", default="text", help="scan --file: the field holding the text (default: text)")
+    s.add_argument("--data", help="eval: the labelled data directory (default: ../shared/data/guards)")
+    s.add_argument("--json", action="store_true", help="eval: JSON instead of a table")
+    s.set_defaults(fn=cmd_guard)
 
     s = with_config(sub.add_parser("replay", help="re-send a logged request to its deployment and diff the outputs"))
     s.add_argument("id")
