@@ -175,7 +175,9 @@ def test_secret_split_at_every_position(secret: str) -> None:
 def test_stream_emits_early_and_holds_bounded() -> None:
     s = StreamScanner(hold_back=64)
     text = "plain words " * 100
+    assert s.feed("x" * MIN_HOLD) == ""  # nothing emittable yet
     out = s.feed(text)
+    text = "x" * MIN_HOLD + text
     assert len(out) == len(text) - MIN_HOLD
     assert s.feed("") == ""
     assert out + s.finish() == text

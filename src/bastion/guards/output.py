@@ -437,14 +437,16 @@ class StreamScanner:
     """Scan and redact streamed output. ``feed`` returns what is safe to emit now; ``finish`` flushes.
 
     The output, for any chunking, equals ``redact(text, scan_output(text, ...))`` of the whole text; see the
-    module docstring for how much is held back (at least ``max(hold_back, MIN_HOLD)`` characters).
+    module docstring for how much is held back (at least ``max(hold_back, MIN_HOLD)`` characters; output
+    is released in steps of at least ``min_emit`` characters).
     """
 
     _CTX = 64  # emitted characters kept for look-behinds and ``^``
 
     def __init__(self, hold_back: int = 64, *, allowed_hosts: Sequence[str] = (),
-                 kinds: set[str] | frozenset[str] | None = None) -> None:
+                 kinds: set[str] | frozenset[str] | None = None, min_emit: int = 32) -> None:
         self.hold_back = max(hold_back, MIN_HOLD)
+        self.min_emit = min_emit  # rescan only once this much is emittable: fewer rescans for tiny chunks
         ks = DEFAULT_KINDS if kinds is None else frozenset(kinds)
         self._rules = _rules_for(ks)
         self._openers = tuple(o for o in _OPENERS if o.kinds & ks)
@@ -455,6 +457,8 @@ class StreamScanner:
         self.findings: list[Finding] = []
 
     def _emit(self, final: bool) -> str:
+        if not final and len(self._buf) <= self.hold_back + self.min_emit:
+            return ""
         text = self._prev + self._buf
         base = len(self._prev)
         raw: list[tuple[int, int]] = []
