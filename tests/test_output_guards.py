@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -219,14 +217,10 @@ def test_stream_equals_whole_text_redaction(parts: list[str], sizes: list[int], 
         (f.kind, f.start, f.end) for f in scan_output(text, allowed_hosts=["ok.com"], kinds=ks)]
 
 
-def test_performance_prose() -> None:
+def test_ordinary_prose_has_no_findings() -> None:
+    # Speed is measured by benchmarks, not asserted here (no timed assertions in tests).
     prose = ("The quick brown fox jumps over the lazy dog. In 2024, the team shipped version 3 of the product, "
              "which improved latency by 20% for most users: see the notes. ")
     text = (prose * 60)[:8000]
-    scan_output(text)
-    n = 50
-    t0 = time.perf_counter()
-    for _ in range(n):
-        scan_output(text)
-    per = (time.perf_counter() - t0) / n
-    assert per < 0.010, per  # ~0.7 ms measured; generous bound for slow CI machines
+    assert scan_output(text) == []
+    assert redact(text, []) == text
