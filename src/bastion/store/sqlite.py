@@ -40,6 +40,28 @@ def _encode(col: str, value: Any) -> Any:
     return value
 
 
+def _where(
+    filters: dict[str, Any] | None, since: float | None, until: float | None
+) -> tuple[list[str], list[Any]]:
+    """SQL conditions and arguments for equality filters (FILTERABLE columns) and a received_at range."""
+    where: list[str] = []
+    args: list[Any] = []
+    for k, v in (filters or {}).items():
+        if v is None:
+            continue
+        if k not in FILTERABLE:
+            raise ValueError(f"cannot filter on {k!r}; filterable: {', '.join(FILTERABLE)}")
+        where.append(f"{k} = ?")
+        args.append(v)
+    if since is not None:
+        where.append("received_at >= ?")
+        args.append(since)
+    if until is not None:
+        where.append("received_at < ?")
+        args.append(until)
+    return where, args
+
+
 class SQLiteStore:
     def __init__(self, path: str) -> None:
         self.path = path
@@ -111,21 +133,7 @@ class SQLiteStore:
         limit: int = 100,
         newest_first: bool = True,
     ) -> list[dict[str, Any]]:
-        where: list[str] = []
-        args: list[Any] = []
-        for k, v in (filters or {}).items():
-            if v is None:
-                continue
-            if k not in FILTERABLE:
-                raise ValueError(f"cannot filter on {k!r}; filterable: {', '.join(FILTERABLE)}")
-            where.append(f"{k} = ?")
-            args.append(v)
-        if since is not None:
-            where.append("received_at >= ?")
-            args.append(since)
-        if until is not None:
-            where.append("received_at < ?")
-            args.append(until)
+        where, args = _where(filters, since, until)
         if errors_only:
             where.append("status >= 400")
         sql = "SELECT * FROM requests"
@@ -149,20 +157,8 @@ class SQLiteStore:
             if d not in COST_DIMENSIONS:
                 raise ValueError(f"cannot group costs by {d!r}; choose from: {', '.join(COST_DIMENSIONS)}")
             dims.append(COST_DIMENSIONS[d])
-        where, args = ["1=1"], []
-        for k, v in (filters or {}).items():
-            if v is None:
-                continue
-            if k not in FILTERABLE:
-                raise ValueError(f"cannot filter on {k!r}; filterable: {', '.join(FILTERABLE)}")
-            where.append(f"{k} = ?")
-            args.append(v)
-        if since is not None:
-            where.append("received_at >= ?")
-            args.append(since)
-        if until is not None:
-            where.append("received_at < ?")
-            args.append(until)
+        where, args = _where(filters, since, until)
+        where = where or ["1=1"]
         select = ", ".join(f"{expr} AS {name}" for name, expr in zip(by, dims, strict=True))
         sql = (
             f"SELECT {select + ', ' if select else ''}COUNT(*) AS requests, "
