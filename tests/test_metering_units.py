@@ -673,7 +673,7 @@ def test_on_spend_receives_settled_totals_not_reservations():
 
 async def _drain(a: Alerts) -> None:
     for _ in range(100):
-        pending = [t for t in a._tasks if not t.done()]
+        pending = a.background.pending()
         if not pending:
             return
         await asyncio.gather(*pending)

@@ -9,10 +9,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import time
 from dataclasses import dataclass
 from typing import Any
 
+from bastion.background import Background
 from bastion.config.model import BastionConfig
 from bastion.errors import InvalidRequest
 
@@ -60,7 +60,7 @@ class ResponseCache:
         self.store = MemoryCacheStore(c.max_entries, c.max_bytes)
         self._semantic: Any = None  # SemanticIndex, created on first use
         self._semantic_ok: bool | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self.background = Background()  # semantic indexing of new entries
 
     # ---- policy ------------------------------------------------------------------------------
     def decide(self, alias: str, body: dict[str, Any], dialect: str, options: dict[str, str],
@@ -179,7 +179,7 @@ class ResponseCache:
             for key in evicted:
                 self._semantic.remove(key)
         if d.semantic and k.last_user:
-            self._spawn(self._semantic_add(k, entry))
+            self.background.spawn(self._semantic_add(k, entry))
 
     async def _semantic_add(self, k: CacheKey, entry: Entry) -> None:
         if not self._semantic_ready():
@@ -205,15 +205,5 @@ class ResponseCache:
         out["semantic_entries"] = len(self._semantic) if self._semantic is not None else 0
         return out
 
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
     async def drain(self) -> None:
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=10)
-
-
-def now() -> float:
-    return time.time()
+        await self.background.drain(timeout=10)

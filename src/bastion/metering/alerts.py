@@ -24,6 +24,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from bastion.background import Background
 from bastion.config.metering import AlertsConfig, BudgetConfig, WebhookConfig
 from bastion.state import State
 from bastion.store.sqlite import SQLiteStore
@@ -42,7 +43,7 @@ class Alerts:
         self.state = state
         self.store = store
         self._claimed: set[str] = set()  # dedup keys this process already saw claimed
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self.background = Background()  # webhook deliveries, spend-rate checks, alert firing
         self._spend: deque[tuple[float, str, str, Decimal]] = deque()  # (t, tenant, user, usd) for outliers
         self._session: aiohttp.ClientSession | None = None
         self._outlier_task: asyncio.Task[None] | None = None
@@ -56,16 +57,9 @@ class Alerts:
     async def stop(self, timeout: float = 5.0) -> None:
         if self._outlier_task is not None:
             self._outlier_task.cancel()
-        pending = [t for t in self._tasks if not t.done()]
-        if pending:  # let deliveries in progress finish (bounded)
-            await asyncio.wait(pending, timeout=timeout)
+        await self.background.drain(timeout)  # let deliveries in progress finish (bounded)
         if self._session is not None:
             await self._session.close()
-
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     # ---- triggers ----------------------------------------------------------------------------
     def on_budget_spend(self, b: BudgetConfig, who: str, spent: int, limit: int, period: str) -> None:
@@ -80,7 +74,7 @@ class Alerts:
                     self._claimed.clear()
                 self._claimed.add(dedup)
                 pct = f"{threshold * 100:g}%"
-                self._spawn(self.fire(
+                self.background.spawn(self.fire(
                     dedup, "budget", "critical" if threshold >= 1 else "warning", who,
                     f"budget {b.name!r} of {b.scope} {who.split(':', 1)[1]!r} reached {pct}: "
                     f"${from_nano(spent).normalize():f} of ${b.limit_usd:f} ({b.period} {period})",
@@ -98,7 +92,7 @@ class Alerts:
         for i, rule in enumerate(self.config.spend_rate):
             who = applies(rule, subject)
             if who is not None:
-                self._spawn(self._spend_rate(i, rule.usd_per_hour, who, usd, now))
+                self.background.spawn(self._spend_rate(i, rule.usd_per_hour, who, usd, now))
 
     async def _spend_rate(self, i: int, per_hour: Decimal, who: str, usd: Decimal, now: float) -> None:
         total = await self.state.window_add(f"sr:{i}:{who}", float(usd), 3600)
@@ -151,7 +145,7 @@ class Alerts:
         log.warning("alert %s [%s] %s", alert["id"], kind, message)
         await asyncio.to_thread(self.store.insert_alert, alert)
         if self.config.webhooks:
-            self._spawn(self._deliver_all(alert))
+            self.background.spawn(self._deliver_all(alert))
         return alert
 
     async def _deliver_all(self, alert: dict[str, Any]) -> None:

@@ -73,8 +73,8 @@ class Meter:
         return p
 
     def _max_output(self, dep: Deployment) -> int:
-        entry = self.prices.entry(dep.model) if hasattr(self.prices, "entry") else None
-        limit = getattr(entry, "max_output", None) if entry is not None else None
+        entry = self.prices.entry(dep.model)
+        limit = entry.max_output if entry is not None else None
         return int(limit) if limit else DEFAULT_MAX_OUTPUT
 
     # ---- before ------------------------------------------------------------------------------

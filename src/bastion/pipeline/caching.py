@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 
+from bastion.background import run_inline
 from bastion.cache.service import Hit, ResponseCache
 from bastion.cache.store import Entry
 from bastion.dialects import chat_response_to_messages, messages_response_to_chat
@@ -128,13 +129,7 @@ class CacheStage:
                       kind="embedding" if ctx.endpoint == "embeddings" else "chat", response=response,
                       created_at=now, expires_at=now + d.ttl_s, request_id=ctx.request_id,
                       cost_usd=str(ctx.cost_usd or 0), prompt_tokens=pt, completion_tokens=ct)
-        coro = self.cache.put(k, entry, d)
-        try:
-            coro.send(None)  # the in-process store never suspends
-        except StopIteration:
-            pass
-        else:  # pragma: no cover - a networked store: finish in the background
-            raise RuntimeError("cache store suspended")
+        run_inline(self.cache.put(k, entry, d))  # the in-process store never suspends
         self.metrics.cache_entries.set(len(self.cache.store._entries))
 
     # ---- when every upstream failed ----------------------------------------------------------

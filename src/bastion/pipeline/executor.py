@@ -22,6 +22,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from bastion.background import Background
 from bastion.errors import BastionError, UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from bastion.providers import SSEEvent, iter_sse_batches
 from bastion.routing import Breakers, Budget, Candidate, DeploymentLimits, Failure, Gate, Route, Router
@@ -86,8 +87,9 @@ class Executor:
         self.hedge_budget = Budget(state, "hb")
         self.limits = DeploymentLimits(state)
         self._rng = rng or random.Random()
-        self._background: set[asyncio.Task[None]] = set()
-        self._inline = isinstance(state, MemoryState)
+        # Breaker and limit updates from synchronous code: at once when the state is in-process (its
+        # coroutines never suspend), else as tasks.
+        self.background = Background(inline=isinstance(state, MemoryState))
 
     # ---- the loop ----------------------------------------------------------------------------
     async def run(self, ctx: RequestContext, route: Route, make: MakeRequest, *, stream: bool, body: dict[str, Any]) -> Ready:
@@ -330,7 +332,7 @@ class Executor:
                 resp.close()
             stats.end(dep.id)
             if probe:
-                self._spawn(self.breakers.release_probe(dep.id))
+                self.background.spawn(self.breakers.release_probe(dep.id))
             raise
         attempt.first_byte_at = ctx.now()
         stats.observe_ttft(cand.route.alias, dep.id, attempt.first_byte_at - attempt.started_at)
@@ -356,9 +358,9 @@ class Executor:
         self.router.stats.observe_failure(dep.id, attempt.ended_at - attempt.started_at)
         kind = classify(err)
         if counts_against_breaker(kind):
-            self._spawn(self.breakers.record(dep.id, cand.route.policy.breaker, ok=False, probe=probe))
+            self.background.spawn(self.breakers.record(dep.id, cand.route.policy.breaker, ok=False, probe=probe))
         elif probe:
-            self._spawn(self.breakers.release_probe(dep.id))
+            self.background.spawn(self.breakers.release_probe(dep.id))
         return AttemptFailed(err, cand, kind)
 
     # ---- after a stream ----------------------------------------------------------------------
@@ -372,27 +374,14 @@ class Executor:
         outcome = ready.attempt.outcome
         breaker = ready.cand.route.policy.breaker
         if outcome in ("ok", "error", "timeout"):
-            self._spawn(self.breakers.record(dep.id, breaker, ok=outcome == "ok", probe=ready.probe))
+            self.background.spawn(self.breakers.record(dep.id, breaker, ok=outcome == "ok", probe=ready.probe))
         elif ready.probe:
-            self._spawn(self.breakers.release_probe(dep.id))
+            self.background.spawn(self.breakers.release_probe(dep.id))
         if dep.tpm is not None:
-            self._spawn(self.limits.settle(dep.id, dep.tpm, ready.est_tokens, usage_tokens))
+            self.background.spawn(self.limits.settle(dep.id, dep.tpm, ready.est_tokens, usage_tokens))
 
     def settle_tokens(self, dep: Any, estimated: int, actual: int) -> None:
-        self._spawn(self.limits.settle(dep.id, dep.tpm, estimated, actual))
-
-    def _spawn(self, coro: Any) -> None:
-        """Run a state update from synchronous code: at once when the state is in-process (its
-        coroutines never suspend), else as a task."""
-        if self._inline:
-            try:
-                coro.send(None)
-            except StopIteration:
-                return
-            raise RuntimeError("an in-process state operation suspended")
-        task = asyncio.get_running_loop().create_task(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self.background.spawn(self.limits.settle(dep.id, dep.tpm, estimated, actual))
 
     # ---- when nothing answered ---------------------------------------------------------------
     def _summary(self, ctx: RequestContext, failures: list[AttemptFailed], dl: Deadlines) -> BastionError:

@@ -182,7 +182,7 @@ class Gateway:
             ctx.admission = None
         if adm is not None:
             tokens = int(ctx.usage.get("total_tokens") or 0) if ctx.usage else 0
-            self.executor._spawn(self.meter.settle(adm, usd, tokens))
+            self.executor.background.spawn(self.meter.settle(adm, usd, tokens))
         if usd > 0 and self.meter.alerts.wants_costs:
             self.meter.alerts.on_cost(adm.subject if adm is not None else _subject(ctx), usd)
 
