@@ -38,12 +38,9 @@ import os
 import platform
 import re
 import shutil
-import signal
 import sqlite3
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,60 +56,16 @@ except ImportError:  # pragma: no cover - uvloop is a dependency of uvicorn[stan
 SCHEMA = "bastion-bench-hedging/1"
 HOST = "127.0.0.1"
 ALIAS = "m"
-_LISTEN = re.compile(r"listening on http://([\d.]+):(\d+)")
 _METRIC = re.compile(r"^(bastion_\w+)\{([^}]*)\}\s+([0-9.eE+-]+)\s*$")
 _LABEL = re.compile(r'(\w+)="([^"]*)"')
 perf = time.perf_counter
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from overhead import Proc, _start  # noqa: E402  (one process helper for every bench script)
+
 
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
-
-
-# --------------------------------------------------------------------------------------------------
-# processes (the same helper as bench/overhead.py)
-
-
-@dataclass
-class Proc:
-    name: str
-    popen: subprocess.Popen[str]
-    url: str
-    output: list[str] = field(default_factory=list)
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def stop(self, timeout: float = 30) -> int | None:
-        if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait()
-        return self.popen.returncode
-
-
-def _start(name: str, args: list[str], cwd: Path, timeout: float = 60) -> Proc:
-    popen = subprocess.Popen(
-        [sys.executable, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    assert popen.stdout is not None
-    output: list[str] = []
-    deadline = time.monotonic() + timeout
-    for line in popen.stdout:
-        output.append(line)
-        m = _LISTEN.search(line)
-        if m:
-            threading.Thread(target=lambda: output.extend(popen.stdout), daemon=True).start()  # type: ignore[arg-type]
-            return Proc(name, popen, f"http://{m.group(1)}:{m.group(2)}", output)
-        if time.monotonic() > deadline:
-            break
-    popen.kill()
-    raise RuntimeError(f"{name} did not start (exit {popen.wait()}):\n{''.join(output)}")
 
 
 # --------------------------------------------------------------------------------------------------
