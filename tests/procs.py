@@ -5,9 +5,11 @@ from __future__ import annotations
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -139,6 +141,23 @@ def create_key(config_path: Path, tenant: str = "default", user: str | None = No
         args += ["--user", user]
     out = subprocess.run(args, check=True, capture_output=True, text=True).stdout
     return orjson.loads(out)["key"]
+
+
+def wait_log_row(store: Path, request_id: str, timeout: float = 15.0) -> dict:
+    """The request-log row of ``request_id`` as a dict, polling until the writer has committed it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        conn = sqlite3.connect(store)
+        conn.row_factory = sqlite3.Row
+        try:
+            row = conn.execute("SELECT * FROM requests WHERE id = ?", (request_id,)).fetchone()
+        finally:
+            conn.close()
+        if row is not None:
+            return dict(row)
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{request_id} never logged")
+        time.sleep(0.02)
 
 
 def start_gateway(config_path: Path) -> Proc:

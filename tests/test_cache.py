@@ -4,7 +4,6 @@ both dialects, tenant isolation, stale-on-error, and what the log, metrics and r
 from __future__ import annotations
 
 import json
-import sqlite3
 import subprocess
 import sys
 import time
@@ -18,7 +17,7 @@ import httpx
 import openai
 import pytest
 
-from tests.procs import Proc, create_key, start_gateway, start_sim
+from tests.procs import Proc, create_key, start_gateway, start_sim, wait_log_row
 
 SIM_YAML = """
 profiles:
@@ -47,17 +46,7 @@ class Stack:
         return httpx.post(self.base + path, json=body, headers=h, timeout=30)
 
     def row(self, rid: str) -> dict:
-        for _ in range(300):
-            conn = sqlite3.connect(self.store)
-            conn.row_factory = sqlite3.Row
-            try:
-                rows = conn.execute("SELECT * FROM requests WHERE id = ?", (rid,)).fetchall()
-            finally:
-                conn.close()
-            if rows:
-                return dict(rows[0])
-            time.sleep(0.02)
-        raise AssertionError(f"{rid} never logged")
+        return wait_log_row(self.store, rid)
 
 
 @pytest.fixture(scope="module")

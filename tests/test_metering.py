@@ -20,7 +20,7 @@ import httpx
 import openai
 import pytest
 
-from tests.procs import Proc, create_key, start_gateway, start_sim
+from tests.procs import Proc, create_key, start_gateway, start_sim, wait_log_row
 
 SIM_YAML = """
 profiles:
@@ -99,12 +99,7 @@ class Stack:
             conn.close()
 
     def row(self, rid: str) -> dict:
-        for _ in range(300):
-            rows = self.rows("id = ?", (rid,))
-            if rows:
-                return rows[0]
-            time.sleep(0.02)
-        raise AssertionError(f"{rid} never logged")
+        return wait_log_row(self.store, rid)
 
 
 @pytest.fixture(scope="module")

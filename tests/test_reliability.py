@@ -19,7 +19,7 @@ import httpx
 import openai
 import pytest
 
-from tests.procs import Proc, create_key, start_gateway, start_sim
+from tests.procs import Proc, create_key, start_gateway, start_sim, wait_log_row
 
 SIM_YAML = """
 profiles:
@@ -122,20 +122,9 @@ class Chaos:
         return self.gw.url
 
     def row(self, rid: str, timeout: float = 15) -> dict:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            conn = sqlite3.connect(self.store)
-            conn.row_factory = sqlite3.Row
-            try:
-                rows = conn.execute("SELECT * FROM requests WHERE id = ?", (rid,)).fetchall()
-            finally:
-                conn.close()
-            if rows:
-                r = dict(rows[0])
-                r["attempts"] = json.loads(r["attempts"])
-                return r
-            time.sleep(0.05)
-        raise AssertionError(f"{rid} never logged")
+        r = wait_log_row(self.store, rid, timeout)
+        r["attempts"] = json.loads(r["attempts"])
+        return r
 
     def post(self, model: str, content: str = "hi", *, stream: bool = False, headers: dict | None = None,
              path: str = "/v1/chat/completions", **extra) -> httpx.Response:
