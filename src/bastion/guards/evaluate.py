@@ -2,11 +2,12 @@
 
 Pure Python (csv/json; parquet needs ``pyarrow``, from the ``train`` extra). Splits:
 
-* ``s-labs/validation`` and ``neuralchemy/validation``: labelled prompts (never used for fitting; they
-  did choose the regularisation strength and the shipped threshold, so they are *validation*, not test);
+* ``s-labs/validation`` and ``neuralchemy/validation``: labelled prompts, held-out (the training script
+  fits on the train splits and chooses its settings and threshold on a dev split carved out of them);
 * ``bipia``: BIPIA *test* contexts (email, table, code) clean, versus the same contexts with each BIPIA
   *test* attack instruction inserted at the start, middle or end (deterministic: attack ``i`` goes into
-  context ``i mod n`` at position ``i mod 3``), none of which were seen in training;
+  context ``i mod n`` at position ``i mod 3``), none of which were seen in training or selection (only
+  BIPIA's train contexts and train attacks are);
 * ``xstest``: XSTest's 250 safe prompts (false-positive rate only).
 
 Recall at 1% FPR uses a per-split threshold at the 99th percentile of that split's negatives' scores;
