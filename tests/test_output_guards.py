@@ -179,13 +179,23 @@ def test_secret_split_at_every_position(secret: str) -> None:
 
 def test_stream_emits_early_and_holds_bounded() -> None:
     s = StreamScanner(hold_back=64)
-    text = "plain words " * 100
+    text = "plain 1 words " * 100  # digits: the scanner holds MIN_HOLD characters back
     assert s.feed("x" * MIN_HOLD) == ""  # nothing emittable yet
     out = s.feed(text)
     text = "x" * MIN_HOLD + text
     assert len(out) == len(text) - MIN_HOLD
-    assert s.feed("") == ""
-    assert out + s.finish() == text
+    more = s.feed("")  # what lies before the first digit of the held text is safe to release
+    assert more.endswith("plain ") and not any(ch.isdigit() for ch in more)
+    assert out + more + s.finish() == text
+
+
+def test_plain_prose_streams_a_word_at_a_time() -> None:
+    s = StreamScanner()
+    assert s.feed("Hello") == ""  # the word may still grow
+    assert s.feed(" there, my") == "Hello there, "
+    assert s.feed(" friend ") == "my friend "
+    assert s.feed("call 415-555-0100 today ") == "call "  # from the first digit on: held for the full scan
+    assert s.finish() == "[REDACTED:pii.phone] today "
 
 
 def test_stream_findings_have_absolute_offsets() -> None:
@@ -201,7 +211,9 @@ _ALPHABET = st.sampled_from(list("ab 1.-:@![]()<>/\n") + ["sk-", "jane@acme.io",
                                                            "-----END RSA PRIVATE KEY-----", "eyJhbGciOi", "8.8.4.4",
                                                            "2001:db8::", "+44 20 7946 0958", "AKIAIOSFODNN7EXAMPLE",
                                                            "abcdefghij0123456789", "[c]: ", "Bearer ",
-                                                           "<img src=", "'https://ok.com/i.png'"])
+                                                           "<img src=", "'https://ok.com/i.png'", "password",
+                                                           " = ", "key", "hunter2hunter2x9", "word ", "Bear",
+                                                           "er ", "-----", "\t"])
 
 
 @settings(max_examples=300, deadline=None)

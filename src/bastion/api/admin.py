@@ -16,6 +16,7 @@ from bastion.pipeline import Gateway
 from bastion.pipeline.context import new_request_id
 from bastion.timeparse import parse_since
 
+from .approvals import admin_approval_routes
 from .http import error_response, json_response
 
 
@@ -72,4 +73,4 @@ def admin_routes(gw: Gateway) -> dict[str, Callable[[Request], Awaitable[Respons
         return json_response({"purged": n, "tenant": q.get("tenant"), "model": q.get("model")})
 
     return {"/admin/costs": guarded(costs), "/admin/alerts": guarded(alerts), "/admin/cache": guarded(cache),
-            "POST /admin/cache/purge": guarded(cache_purge)}
+            "POST /admin/cache/purge": guarded(cache_purge), **admin_approval_routes(gw, guarded)}

@@ -17,6 +17,7 @@ from bastion.pipeline import Gateway
 from bastion.pipeline.context import new_request_id
 
 from .admin import admin_routes
+from .approvals import client_approval_route
 from .http import error_response, json_response
 from .routes import model_routes
 
@@ -51,6 +52,7 @@ def create_app(config: BastionConfig, gateway: Gateway | None = None) -> Starlet
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
+        Route("/v1/approvals/{approval_id}", client_approval_route(gw), methods=["GET"]),
     ]
 
     async def http_error(request: Request, exc: Exception) -> Response:

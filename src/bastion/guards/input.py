@@ -16,7 +16,8 @@ import unicodedata
 from dataclasses import dataclass, field
 
 # Characters that render as nothing (or reorder text) and are used to hide instructions from humans.
-_ZERO_WIDTH = "\u200b\u200c\u200d\u2060\ufeff\u180e\u2061\u2062\u2063\u2064"
+_ZERO_WIDTH = ("\u200b\u200c\u200d\u2060\ufeff\u180e\u2061\u2062\u2063\u2064"
+               "\u00ad\u034f\u115f\u1160\u3164\uffa0")  # soft hyphen, grapheme joiner, Hangul fillers
 _BIDI = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u200e\u200f"
 _HIDDEN = re.compile(f"[{_ZERO_WIDTH}{_BIDI}\U000e0000-\U000e007f]")
 _TAGS = re.compile("[\U000e0000-\U000e007f]+")
@@ -95,8 +96,35 @@ def strip_hidden(text: str) -> tuple[str, list[tuple[int, int]]]:
 
 
 def normalize(text: str) -> str:
-    """NFKC (folds full-width and compatibility forms, e.g. 'ｉｇｎｏｒｅ' -> 'ignore') without hidden characters."""
-    return unicodedata.normalize("NFKC", strip_hidden(text)[0])
+    """NFKC (folds full-width and compatibility forms, e.g. 'ｉｇｎｏｒｅ' -> 'ignore') without hidden characters,
+    mixed-script words folded to Latin."""
+    return fold_mixed_script(unicodedata.normalize("NFKC", strip_hidden(text)[0]))[0]
+
+
+# Cyrillic and Greek letters that look like Latin ones. A word that mixes them with Latin letters
+# ("іgnоrе" with Cyrillic і, о, е) is an evasion, not a language: such words are folded to Latin.
+_CONFUSABLE = str.maketrans(
+    "аеорсухіјѕԁһӏԛԝАВЕКМНОРСТХІЈЅΑΒΕΖΗΙΚΜΝΟΡΤΥΧαοικνρτυεχ",
+    "aeopcyxijsdhlqwABEKMHOPCTXIJSABEZHIKMNOPTYXaoikvptuex")
+_CONFUSABLE_CHARS = frozenset(chr(c) for c in _CONFUSABLE)
+_MIXED_WORD = re.compile(r"[^\W\d_]{2,}")
+
+
+def fold_mixed_script(text: str) -> tuple[str, int]:
+    """``text`` with mixed Latin/lookalike words folded to Latin, and how many words were folded."""
+    if text.isascii():
+        return text, 0
+    n = 0
+
+    def fold(m: re.Match[str]) -> str:
+        nonlocal n
+        w = m.group(0)
+        if any(c in _CONFUSABLE_CHARS for c in w) and any("a" <= c.lower() <= "z" for c in w):
+            n += 1
+            return w.translate(_CONFUSABLE)
+        return w
+    out = _MIXED_WORD.sub(fold, text)
+    return out, n
 
 
 def _excerpt(text: str, start: int, end: int, width: int = 80) -> str:
@@ -143,9 +171,12 @@ def scan_input(text: str) -> InputVerdict:
             v.add(Reason("hidden.invisible_characters", 0.5 if len(hidden) > 2 else 0.3, hidden[0][0],
                          hidden[-1][1], f"{len(hidden)} invisible characters"))
     norm = unicodedata.normalize("NFKC", stripped)
-    v.normalized = norm
     if norm != stripped and re.search(r"[\uff01-\uff5e]", stripped):
         v.add(Reason("hidden.fullwidth_text", 0.3, 0, len(text), "full-width characters folded"))
+    norm, folded = fold_mixed_script(norm)
+    if folded:
+        v.add(Reason("hidden.mixed_script", 0.3, 0, len(text), f"{folded} words mixing Latin and lookalike letters"))
+    v.normalized = norm
     for name, score, rx in _rules_for(norm.lower()):
         m = rx.search(norm)
         if m:

@@ -339,6 +339,13 @@ _OPENERS: tuple[_Opener, ...] = (
             re.compile(r"</?[A-Za-z][A-Za-z0-9-]{0,30}(?:\s[^<>]{0,1000})?/?"), 1040),
 )
 
+# What a rule could start from or contain before its first whitespace (see StreamScanner._fast): digits,
+# the punctuation of links, tags, phones and assignments, and the literal prefixes/keywords of secrets.
+_SUSPECT = re.compile(  # applied to lowercased text
+    r"[0-9@+()\[\]<>\"':=]|-----|key|secret|token|passw|bearer|sk-|sk_|rk_|eyj|akia|asia|abia|acca|aiza|"
+    r"gh[pousr]_|github_pat_|xox|begin")
+_SUSPECT_OVERLAP = 10  # a keyword may straddle two pieces: re-search this much of the already searched text
+
 # Longer than every bounded rule without an opener (e-mail: 64 + 1 + 63 before its first dot, AWS secret
 # assignment ~70, IBAN 42): a stream holds at least this much, whatever ``hold_back`` says.
 MIN_HOLD = 160
@@ -440,6 +447,7 @@ def strip_html(text: str) -> str:
 class StreamScanner:
     """Scan and redact streamed output. ``feed`` returns what is safe to emit now; ``finish`` flushes.
 
+    ``redact_kinds`` limits which findings are rewritten (the others are only reported in ``findings``).
     The output, for any chunking, equals ``redact(text, scan_output(text, ...))`` of the whole text; see the
     module docstring for how much is held back (at least ``max(hold_back, MIN_HOLD)`` characters; output
     is released in steps of at least ``min_emit`` characters).
@@ -448,21 +456,63 @@ class StreamScanner:
     _CTX = 64  # emitted characters kept for look-behinds and ``^``
 
     def __init__(self, hold_back: int = 64, *, allowed_hosts: Sequence[str] = (),
-                 kinds: set[str] | frozenset[str] | None = None, min_emit: int = 32) -> None:
+                 kinds: set[str] | frozenset[str] | None = None, min_emit: int = 32,
+                 redact_kinds: set[str] | frozenset[str] | None = None) -> None:
         self.hold_back = max(hold_back, MIN_HOLD)
         self.min_emit = min_emit  # rescan only once this much is emittable: fewer rescans for tiny chunks
         ks = DEFAULT_KINDS if kinds is None else frozenset(kinds)
         self._rules = _rules_for(ks)
+        self._redact = None if redact_kinds is None else frozenset(redact_kinds)  # None: every finding
         self._openers = tuple(o for o in _OPENERS if o.kinds & ks)
         self._ctx = _Ctx(tuple(allowed_hosts))
         self._prev = ""  # tail of already-emitted original text
         self._buf = ""
         self._offset = 0  # absolute position of _buf[0]
+        self._searched = 0  # characters of _buf already searched for a _SUSPECT
+        self._susp = -1  # index in _buf of the first _SUSPECT found, or -1
         self.findings: list[Finding] = []
 
-    def _emit(self, final: bool) -> str:
-        if not final and len(self._buf) <= self.hold_back + self.min_emit:
+    def _fast(self) -> str:
+        """Emit prose up to the last whitespace before the first character or word a rule could start
+        from (_SUSPECT: a digit, ``@``, ``+``, ``(``, ``[``, ``<``, ``-----``, ``bearer``, ``password``…).
+
+        No match can lie inside that text (every rule needs one of _SUSPECT), and no match can straddle the
+        cut: a match that spans whitespace shows a _SUSPECT character or word before its first whitespace.
+        A match cannot start before the previous cut either: no match straddles any cut. So plain prose
+        reaches the client a word at a time instead of ``hold_back`` characters late. The buffer is searched
+        incrementally: each character once (plus a small overlap for keywords split across pieces)."""
+        buf = self._buf
+        if self._susp < 0:
+            lo = max(0, self._searched - _SUSPECT_OVERLAP)
+            m = _SUSPECT.search(buf[lo:].lower())
+            self._searched = len(buf)
+            if m is not None:
+                self._susp = lo + m.start()
+        limit = self._susp if self._susp >= 0 else len(buf)
+        c = max(buf.rfind(" ", 0, limit), buf.rfind("\n", 0, limit), buf.rfind("\t", 0, limit),
+                buf.rfind("\r", 0, limit)) + 1
+        if c <= 0:
             return ""
+        emitted = buf[:c]
+        self._advance(c)
+        return emitted
+
+    def _advance(self, n: int) -> None:
+        """``n`` characters of the buffer were emitted."""
+        emitted = self._buf[:n]
+        self._offset += n
+        self._prev = (self._prev + emitted)[-self._CTX:]
+        self._buf = self._buf[n:]
+        self._searched = max(0, self._searched - n)
+        if self._susp >= 0:
+            self._susp -= n
+            if self._susp < 0:  # the suspect went out: look for the next one from the start
+                self._searched = 0
+
+    def _emit(self, final: bool) -> str:
+        fast = "" if final else self._fast()
+        if not final and len(self._buf) <= self.hold_back + self.min_emit:
+            return fast
         text = self._prev + self._buf
         base = len(self._prev)
         raw: list[tuple[int, int]] = []
@@ -472,7 +522,7 @@ class StreamScanner:
         else:
             cut = len(text) - self.hold_back
             if cut <= base:
-                return ""
+                return fast
             for op in self._openers:
                 for m in op.rx.finditer(text, base):  # no endpos: an opener may straddle the cut
                     o = m.start()
@@ -491,17 +541,14 @@ class StreamScanner:
                         cut = s
                         moved = True
             if cut <= base:
-                return ""
+                return fast
         kept = [f for f in found if f.end <= cut]
-        out = redact(text[:cut], kept)[base:]
+        out = redact(text[:cut], kept if self._redact is None else [f for f in kept if f.kind in self._redact])[base:]
         shift = self._offset - base
         self.findings.extend(Finding(f.kind, f.start + shift, f.end + shift, f.text, f.score, f.replacement)
                              for f in kept)
-        emitted = text[base:cut]
-        self._offset += len(emitted)
-        self._prev = (self._prev + emitted)[-self._CTX:]
-        self._buf = text[cut:]
-        return out
+        self._advance(cut - base)
+        return fast + out
 
     def feed(self, chunk: str) -> str:
         self._buf += chunk

@@ -6,8 +6,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from bastion.config.guards import GuardsConfig, InputGuardConfig
-from bastion.config.model import BastionConfig
+from bastion.config.guards import InputGuardConfig
 from bastion.errors import BastionError
 
 from .input import scan_input
@@ -22,14 +21,14 @@ class PromptInjectionDetected(BastionError):
     code = "prompt_injection_detected"
 
 
-def _texts(content: Any) -> list[str]:
+def _texts(content: Any, only_untrusted: bool = False) -> list[str]:
     if isinstance(content, str):
-        return [content]
+        return [] if only_untrusted else [content]
     out: list[str] = []
     if isinstance(content, list):
         for part in content:
             if isinstance(part, dict):
-                if isinstance(part.get("text"), str):
+                if isinstance(part.get("text"), str) and (not only_untrusted or part.get("untrusted")):
                     out.append(part["text"])
                 if part.get("type") == "tool_result":
                     out.extend(_texts(part.get("content")))
@@ -37,28 +36,26 @@ def _texts(content: Any) -> list[str]:
 
 
 def scanned_texts(body: dict[str, Any], scope: str) -> list[tuple[str, str]]:
-    """(where, text) of what the guard reads: user turns and tool results, or every message."""
+    """(where, text) of what the guard reads: user turns, tool results and content marked untrusted (in
+    any role), or every message."""
     out: list[tuple[str, str]] = []
     for i, m in enumerate(body.get("messages") or []):
         if not isinstance(m, dict):
             continue
         role = m.get("role")
-        if scope == "all" or role in ("user", "tool"):
+        if scope == "all" or role in ("user", "tool") or m.get("untrusted"):
             out.extend((f"messages.{i}", t) for t in _texts(m.get("content")))
+        else:
+            out.extend((f"messages.{i}", t) for t in _texts(m.get("content"), only_untrusted=True))
     if scope == "all" and isinstance(body.get("system"), str | list):
         out.extend(("system", t) for t in _texts(body["system"]))
     return out
 
 
 class InputGuard:
-    def __init__(self, config: BastionConfig) -> None:
-        self.default = config.guards
-        self.per_alias: dict[str, GuardsConfig] = {a: m.guards for a, m in config.models.items() if m.guards}
+    def __init__(self) -> None:
         self._classifier: Any = None
         self._classifier_checked = False
-
-    def policy(self, alias: str) -> InputGuardConfig:
-        return (self.per_alias.get(alias) or self.default).input
 
     def _clf(self) -> Any:
         if not self._classifier_checked:
@@ -71,9 +68,8 @@ class InputGuard:
                 log.info("injection classifier unavailable (%s); rules only", e)
         return self._classifier
 
-    def check(self, alias: str, body: dict[str, Any]) -> dict[str, Any] | None:
+    def check(self, p: InputGuardConfig, body: dict[str, Any]) -> dict[str, Any] | None:
         """The verdict (for the log) or None when the guard is off; raises when the policy blocks."""
-        p = self.policy(alias)
         if p.action == "off":
             return None
         best, reasons = 0.0, []

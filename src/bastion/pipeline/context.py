@@ -100,6 +100,9 @@ class RequestContext:
     cache_info: dict[str, Any] | None = None
     saved_usd: Decimal | None = None
     guards: list[dict[str, Any]] = field(default_factory=list)
+    # (deployment, served model, usage) of earlier answers in this request (a JSON repair, a refusal
+    # fallback): priced with the final one
+    prior_usage: list[tuple[str | None, str | None, dict[str, int]]] = field(default_factory=list)
 
     def now(self) -> float:
         """Wall-clock time derived from the monotonic clock (consistent within the request)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -12,9 +13,14 @@ from typing import Any
 import orjson
 
 from bastion.cache.service import ResponseCache
+from bastion.config.guards import GuardsConfig
 from bastion.config.model import BastionConfig
+from bastion.dialects import messages_response_to_chat
 from bastion.errors import BastionError, ModelNotFound
-from bastion.guards.stage import InputGuard, PromptInjectionDetected
+from bastion.guards.protect import Protection
+from bastion.guards.stream_guard import StreamGuard
+from bastion.guards.structured import expected_json, repair_messages
+from bastion.guards.verdicts import OutputBlocked
 from bastion.keys import KeyRing
 from bastion.metering.meter import Meter
 from bastion.metering.subjects import Subject
@@ -27,7 +33,10 @@ from .caching import CacheStage
 from .context import RequestContext
 from .degraded import degraded_body, degraded_stream
 from .executor import Executor, Exhausted, MakeRequest, Ready
+from .guarding import GuardStage
+from .prompting import PromptStage
 from .relay import StreamRelay
+from .synthetic import stream_chat
 from .translate import client_response, response_facts, upstream_body
 
 
@@ -36,6 +45,27 @@ def _has_tokens(usage: dict[str, Any] | None) -> bool:
         return False
     return any(isinstance(usage.get(k), int) and usage[k] > 0
                for k in ("prompt_tokens", "completion_tokens", "input_tokens", "output_tokens"))
+
+
+def _single_choice(body: dict[str, Any]) -> bool:
+    return int(body.get("n") or 1) == 1
+
+
+def _repair_body(up_body: dict[str, Any], out: dict[str, Any], check: Any) -> dict[str, Any]:
+    """The OpenAI request for the one JSON repair retry: the conversation, the bad answer, what was wrong."""
+    want = expected_json(up_body)
+    bad = ((out.get("choices") or [{}])[0].get("message") or {}).get("content") or ""
+    extra = repair_messages(bad, check.json_error, want[1] if want else None)
+    return {**up_body, "messages": [*(up_body.get("messages") or []), *extra]}
+
+
+def _sum_usage(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
+    return {k: int(a.get(k) or 0) + int(b.get(k) or 0) for k in set(a) | set(b)
+            if isinstance(a.get(k, 0), int) and isinstance(b.get(k, 0), int)}
+
+
+def _guard_of(code: str) -> str:
+    return {"system_prompt_leak": "leak", "tool_call_blocked": "tools", "output_invalid_json": "json"}.get(code, "output")
 
 
 def _subject(ctx: RequestContext) -> Subject:
@@ -69,7 +99,8 @@ class Gateway:
         self.executor = Executor(self.router, self.state, self.metrics)
         self.meter = Meter(config, self.state, self.store)
         self.cache = ResponseCache(config)
-        self.input_guard = InputGuard(config)
+        self.guarding = GuardStage(config, self.metrics, self.store)
+        self.prompting = PromptStage(config.prompts)
         self.caching = CacheStage(self.cache, self.metrics, self.finish, self.headers)
         sc = config.store
         self.writer = LogWriter(
@@ -89,6 +120,8 @@ class Gateway:
     async def start(self) -> None:
         await asyncio.to_thread(self.writer.start)
         await self.meter.start()
+        await asyncio.to_thread(self.guarding.warm)
+        gc.freeze()  # what is loaded by now lives as long as the process: keep it out of every GC pass
         self.started_at = time.time()
         self.ready = True
 
@@ -119,6 +152,8 @@ class Gateway:
             m.tokens.labels(model, "completion").inc(ctx.usage.get("completion_tokens", 0))
         for a in ctx.attempts:
             m.attempts.labels(a.deployment, a.outcome).inc()
+        if ctx.guards:
+            self.guarding.count(ctx)
         ready = ctx.open_stream
         if ready is not None:
             ctx.open_stream = None
@@ -128,22 +163,6 @@ class Gateway:
             self.caching.store_chat(ctx)
         sc = self.config.store
         self.writer.submit(ctx.to_record(log_bodies=sc.log_bodies, redact_keys=sc.redact_keys))
-
-    def _guard_input(self, ctx: RequestContext, alias: str, body: dict[str, Any]) -> None:
-        try:
-            verdict = self.input_guard.check(alias, body)
-        except PromptInjectionDetected as e:
-            ctx.guards.append({"guard": "input", "action": "block", "message": e.message})
-            self.metrics.guard_verdicts.labels(alias, "input", "block").inc()
-            raise
-        if verdict is None:
-            return
-        ctx.guards.append(verdict)
-        self.metrics.guard_verdicts.labels(alias, "input", verdict["action"]).inc()
-        for r in verdict["reasons"]:
-            self.metrics.guard_rules.labels("input", r["rule"]).inc()
-        if verdict["action"] == "flag":
-            ctx.flags.append("guard:input")
 
     async def _admit(self, ctx: RequestContext, route: Route, body: dict[str, Any]) -> None:
         adm = await self.meter.admit(_subject(ctx), route, body, ctx.dialect)
@@ -169,8 +188,13 @@ class Gateway:
                 ctx.flags.append("usage_estimated")
         c, price = self.meter.cost_of(dep, ctx.served_model, dialect, raw)
         usd = Decimal(0)
+        for dep_id, served, usage in ctx.prior_usage:  # earlier answers the guards asked again for
+            prior_dep = self.router.deployment(dep_id) if dep_id else None
+            pc, _ = self.meter.cost_of(prior_dep, served, "openai", usage) if prior_dep is not None else (None, None)
+            if pc is not None:
+                usd += pc.total
         if c is not None:
-            usd = c.total
+            usd += c.total
             ctx.cost_usd = usd
             ctx.cost_detail = {"usd": str(usd), **{k: str(v) for k, v in c.breakdown.items()},
                                "prices": self.meter.prices.version}
@@ -273,25 +297,47 @@ class Gateway:
             route = self.router.route(body.get("model"), "chat")
             ctx.alias = route.alias
         ctx.stream = stream = bool(body.get("stream"))
-        self._guard_input(ctx, route.alias, body)
+        policy = self.guarding.policy(route.alias, ctx.key.tenant if ctx.key else "default")
+        self.guarding.check_input(ctx, policy, body)
         if pin is None:
             hit = await self.caching.before(ctx, route, body, "chat")
             if hit is not None:
                 return hit
         await self._admit(ctx, route, body)
-
-        def make(cand: Candidate) -> tuple[str, bytes]:
-            dep = cand.deployment
-            payload = upstream_body(ctx.dialect, dep.provider.dialect, body, dep.model, stream)
-            return dep.provider.chat_url(dep.model), orjson.dumps(payload)
-
-        ready = await self._execute(ctx, route, make, stream=stream, body=body)
+        up_body, prot = self.guarding.protect(policy, body, ctx.dialect)
+        whole = stream and self.guarding.needs_whole_answer(ctx, policy, body, prot)
+        if whole:
+            up_body = {k: v for k, v in up_body.items() if k != "stream_options"} | {"stream": False}
+        up_stream = stream and not whole
+        ready = await self._execute(ctx, route, self._maker(ctx, up_body, up_stream), stream=up_stream,
+                                    body=up_body)
         if isinstance(ready, Result):
             return ready
         self._serve(ctx, ready)
         up = ready.cand.deployment.provider.dialect
-        if stream:
-            return self._start_stream(ctx, up, ready)
+        if up_stream:
+            return self._start_stream(ctx, up, ready, self.guarding.stream_guard(policy, prot, body, ctx.dialect))
+        out, raw = self._answer(ctx, up, ready)
+        self._settle_tokens(ready, ctx)
+        out, changed = await self._guard_answer(ctx, route, policy, prot, body, up_body, out)
+        ctx.response = out
+        self.finish(ctx)
+        if stream:  # read whole for the guards: streamed to the client now
+            wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            chat = out if ctx.dialect == "openai" else messages_response_to_chat(out)
+            return Result(headers=self.headers(ctx), stream=stream_chat(chat, ctx.dialect, include_usage=wants_usage),
+                          media_type="text/event-stream")
+        return Result(headers=self.headers(ctx), body=orjson.dumps(out) if changed else raw)
+
+    def _maker(self, ctx: RequestContext, up_body: dict[str, Any], stream: bool) -> MakeRequest:
+        def make(cand: Candidate) -> tuple[str, bytes]:
+            dep = cand.deployment
+            payload = upstream_body(ctx.dialect, dep.provider.dialect, up_body, dep.model, stream)
+            return dep.provider.chat_url(dep.model), orjson.dumps(payload)
+        return make
+
+    def _answer(self, ctx: RequestContext, up: str, ready: Ready) -> tuple[dict[str, Any], bytes]:
+        """The upstream's whole answer in the client's dialect (and its bytes), with its facts in ``ctx``."""
         raw, data = ready.raw, ready.data
         out = client_response(ctx.dialect, up, data)
         ctx.response = out
@@ -300,16 +346,84 @@ class Gateway:
             _, served, fp, _ = response_facts(up, data)
             ctx.served_model, ctx.system_fingerprint = served or ctx.served_model, fp or ctx.system_fingerprint
             raw = orjson.dumps(out)  # same dialect: the upstream's bytes go through untouched
+        return out, raw
+
+    async def _guard_answer(self, ctx: RequestContext, route: Route, policy: GuardsConfig, prot: Protection,
+                            body: dict[str, Any], up_body: dict[str, Any], out: dict[str, Any],
+                            ) -> tuple[dict[str, Any], bool]:
+        """The output guards on a whole answer, with the one JSON repair retry and the refusal fallback."""
+        first = out
+        try:
+            check = self.guarding.check_answer(ctx, policy, prot, body, out)
+            if check.json_error is not None and policy.json_output.repair and _single_choice(body) \
+                    and not check.json_error.schema_invalid and ctx.finish_reason != "length":
+                ctx.guards.append({"guard": "json", "action": "repair", "error": check.json_error.error})
+                repaired = await self._again(ctx, route, _repair_body(up_body, out, check), "repair")
+                if repaired is not None:
+                    out = repaired
+                    check = self.guarding.check_answer(ctx, policy, prot, body, out)
+            elif check.refusal and policy.refusal.action == "fallback" and policy.refusal.fallback:
+                for alias in policy.refusal.fallback:
+                    ctx.guards.extend(check.verdicts)
+                    other = await self._again(ctx, self.router.route(alias, "chat"), up_body, "refusal_fallback")
+                    if other is None:
+                        continue
+                    out = other
+                    check = self.guarding.check_answer(ctx, policy, prot, body, out)
+                    if not check.refusal:
+                        ctx.guards.append({"guard": "refusal", "action": "fallback", "served_by": alias})
+                        break
+        except OutputBlocked as e:
+            ctx.response = {"withheld": e.code}
+            ctx.guards.append({"guard": _guard_of(e.code), "action": "block", "message": e.message})
+            raise
+        self.guarding.record(ctx, check)
+        if check.json_error is not None and policy.json_output.action == "block":
+            ctx.response = {"withheld": "output_invalid_json"}
+            raise OutputBlocked(
+                f"the answer is not valid JSON for the requested format{' after one repair retry' if policy.json_output.repair else ''}: "
+                f"{check.json_error.error}. Change guards.json for this model (flag or log) to receive it anyway",
+                code="output_invalid_json")
+        if check.holds:
+            await self.guarding.save_holds(ctx, check.holds)
+            ctx.cache_key = None  # an answer with an approval id is this request's alone
+        if check.json_error is not None or check.refusal:
+            ctx.cache_key = None
+        return check.response, check.changed or out is not first
+
+    async def _again(self, ctx: RequestContext, route: Route, up_body: dict[str, Any], kind: str,
+                     ) -> dict[str, Any] | None:
+        """One more non-streamed call for the guards (a repair, a refusal fallback): its attempts and its
+        usage count for the request. None when it failed (the first answer stands)."""
+        sub = RequestContext(endpoint=ctx.endpoint, dialect=ctx.dialect, request_id=ctx.request_id, key=ctx.key,
+                             user=ctx.user, alias=route.alias, body=ctx.body, options=ctx.options)
+        prior = (ctx.deployment, ctx.served_model, dict(ctx.usage))
+        body = {k: v for k, v in up_body.items() if k != "stream_options"} | {"stream": False}
+        try:
+            ready = await self.executor.run(sub, route, self._maker(sub, body, False), stream=False, body=body)
+        except Exhausted as ex:
+            for a in sub.attempts:
+                a.kind = kind
+            ctx.attempts.extend(sub.attempts)
+            ctx.guards.append({"guard": "json" if kind == "repair" else "refusal", "action": "log",
+                               "message": f"the {kind.replace('_', ' ')} call failed: {ex.error.message}"})
+            return None
+        for a in sub.attempts:
+            a.kind = kind
+        ctx.attempts.extend(sub.attempts)
+        self._serve(ctx, ready)
+        out, _ = self._answer(ctx, ready.cand.deployment.provider.dialect, ready)
         self._settle_tokens(ready, ctx)
-        self.finish(ctx)
-        return Result(headers=self.headers(ctx), body=raw)
+        ctx.prior_usage.append(prior)
+        ctx.usage = _sum_usage(ctx.usage, prior[2])
+        return out
 
     def _settle_tokens(self, ready: Ready, ctx: RequestContext) -> None:
         dep = ready.cand.deployment
         if dep.tpm is not None:
             self.executor.settle_tokens(dep, ready.est_tokens, int(ctx.usage.get("total_tokens") or 0))
 
-    def _start_stream(self, ctx: RequestContext, up: str, ready: Ready) -> Result:
+    def _start_stream(self, ctx: RequestContext, up: str, ready: Ready, guard: StreamGuard | None = None) -> Result:
         first, attempt = ready.first, ready.attempt
         try:
             peek = orjson.loads(first[0].data) if first[0].data != b"[DONE]" else {}
@@ -319,7 +433,7 @@ class Gateway:
             ctx.served_model = peek.get("model") or (peek.get("message") or {}).get("model")
         assert ready.resp is not None and ready.events is not None
         ctx.open_stream = ready
-        relay = StreamRelay(ctx, up, ready.resp, ready.events, first, attempt, self.finish)
+        relay = StreamRelay(ctx, up, ready.resp, ready.events, first, attempt, self.finish, guard)
         return Result(
             headers=self.headers(ctx),
             stream=relay.__aiter__(),

@@ -18,6 +18,8 @@ import orjson
 
 from bastion.dialects import ChatToMessagesStream, MessagesToChatStream
 from bastion.errors import BastionError, UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from bastion.guards.stream_guard import StreamGuard
+from bastion.guards.verdicts import OutputBlocked
 from bastion.providers import SSEEvent
 
 from .accumulate import (
@@ -78,6 +80,7 @@ class StreamRelay:
         first: list[SSEEvent],
         attempt: Attempt,
         finish: Callable[[RequestContext], None],
+        guard: StreamGuard | None = None,
     ) -> None:
         self.ctx = ctx
         self.up = upstream_dialect
@@ -86,6 +89,7 @@ class StreamRelay:
         self.first = first
         self.attempt = attempt
         self.finish = finish
+        self.guard = guard  # output guards: text is re-serialised, not passed through, when present
         body = ctx.body or {}
         self.client_wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         self.acc_openai = OpenAIStreamAccumulator() if ctx.dialect == "openai" else None
@@ -103,6 +107,8 @@ class StreamRelay:
     # -- per-event handling: returns the bytes to send to the client ----------------------------
     def _send_chunk(self, chunk: dict[str, Any], raw: bytes | None) -> bytes:
         assert self.acc_openai is not None
+        if self.guard is not None and chunk.get("choices"):
+            chunk, raw = self.guard.openai_chunk(chunk), None
         self.acc_openai.feed(chunk)
         if self.acc_openai.saw_token:
             self.ctx.mark_first_byte()
@@ -111,6 +117,12 @@ class StreamRelay:
         return raw if raw is not None else openai_sse(chunk)
 
     def _send_event(self, event_type: str, data: dict[str, Any], raw: bytes | None) -> bytes:
+        assert self.acc_anthropic is not None
+        if self.guard is not None and event_type.startswith("content_block"):
+            return b"".join(self._send_one(t, d, None) for t, d in self.guard.anthropic_event(event_type, data))
+        return self._send_one(event_type, data, raw)
+
+    def _send_one(self, event_type: str, data: dict[str, Any], raw: bytes | None) -> bytes:
         assert self.acc_anthropic is not None
         self.acc_anthropic.feed(event_type, data)
         if self.acc_anthropic.saw_token:
@@ -195,6 +207,13 @@ class StreamRelay:
                     code="upstream_stream_truncated",
                 )
             self.attempt.outcome = "ok"
+        except OutputBlocked as e:  # the answer, not the upstream, failed: the attempt itself went fine
+            ctx.fail(e)
+            self.attempt.outcome = "ok"
+            if self.guard is not None:
+                ctx.guards.extend(self.guard.verdicts)
+                self.guard.verdicts = []
+            yield b"".join(self._out) + error_event(ctx.dialect, e, ctx.request_id)
         except (TimeoutError, BastionError, aiohttp.ClientError, orjson.JSONDecodeError) as e:
             err = _as_stream_error(e, self.attempt.deployment)
             ctx.fail(err)
@@ -242,6 +261,12 @@ class StreamRelay:
 
     def _settle(self) -> None:
         ctx = self.ctx
+        if self.guard is not None and self.guard.verdicts:
+            ctx.guards.extend(self.guard.verdicts)
+            for v in self.guard.verdicts:
+                if v.get("action") == "flag" and f"guard:{v['guard']}" not in ctx.flags:
+                    ctx.flags.append(f"guard:{v['guard']}")
+            self.guard.verdicts = []
         if self.acc_openai is not None:
             ctx.response = self.acc_openai.result()
             ctx.usage = usage_from_openai(self.acc_openai.usage)

@@ -149,7 +149,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
         max_tokens_range=dep.output_tokens.max,
         forced_tokens=directives.tokens,
         max_tokens=body["max_tokens"],
-        echo_text=clean if directives.echo else None,
+        echo_text=(block_text(body.get("system")) if directives.echo_system else clean) if directives.echo else None,
         stop=[s for s in body.get("stop_sequences") or () if isinstance(s, str)],
         tool=tool,
     )

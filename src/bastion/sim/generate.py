@@ -83,6 +83,7 @@ class Directives:
     latency_ms: float | None = None
     tps: float | None = None
     echo: bool = False
+    echo_system: bool = False  # echo the system prompt: a model that leaks its instructions
     seed: int | None = None
 
     def set(self, key: str, value: str | None) -> None:
@@ -99,6 +100,7 @@ class Directives:
                 self.seed = int(value)
             elif key == "echo":
                 self.echo = value is None or value.lower() not in ("0", "false", "no")
+                self.echo_system = value is not None and value.lower() == "system"
         except ValueError:
             pass  # a malformed directive is ignored, like any other text
 

@@ -207,7 +207,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         max_tokens_range=dep.output_tokens.max,
         forced_tokens=directives.tokens,
         max_tokens=max_out,
-        echo_text=clean if directives.echo else None,
+        echo_text=(("\n".join(content_text(m.get("content")) for m in messages if m.get("role") in ("system", "developer"))
+                    if directives.echo_system else clean) if directives.echo else None),
         stop=[stop] if isinstance(stop, str) else list(stop or ()),
         tool=tool,
         json_schema=schema,

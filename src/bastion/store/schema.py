@@ -129,3 +129,24 @@ CREATE TABLE IF NOT EXISTS api_keys (
     revoked_at REAL
 );
 """
+
+# Tool calls held for human approval (guards.tools.irreversible): one row per held call.
+APPROVALS_DDL = """
+CREATE TABLE IF NOT EXISTS approvals (
+    id TEXT PRIMARY KEY,
+    created_at REAL NOT NULL,
+    request_id TEXT NOT NULL,
+    tenant TEXT,
+    user TEXT,
+    alias TEXT,
+    tool TEXT NOT NULL,
+    call_id TEXT,
+    arguments TEXT,
+    reason TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'pending',
+    decided_at REAL,
+    decided_by TEXT,
+    note TEXT
+);
+CREATE INDEX IF NOT EXISTS approvals_status ON approvals (status, created_at);
+"""

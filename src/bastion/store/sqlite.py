@@ -15,7 +15,8 @@ from typing import Any
 
 import orjson
 
-from .schema import ADDED_COLUMNS, DDL, JSON_COLUMNS, REQUEST_COLUMNS, SCHEMA_VERSION
+from .approvals import ApprovalsMixin
+from .schema import ADDED_COLUMNS, APPROVALS_DDL, DDL, JSON_COLUMNS, REQUEST_COLUMNS, SCHEMA_VERSION
 
 _INSERT = (
     f"INSERT OR REPLACE INTO requests ({', '.join(REQUEST_COLUMNS)}) "
@@ -62,7 +63,7 @@ def _where(
     return where, args
 
 
-class SQLiteStore:
+class SQLiteStore(ApprovalsMixin):
     def __init__(self, path: str) -> None:
         self.path = path
         if path != ":memory:":
@@ -70,6 +71,7 @@ class SQLiteStore:
         self._local = threading.local()
         conn = self._conn()
         conn.executescript(DDL)
+        conn.executescript(APPROVALS_DDL)
         have = {row[1] for row in conn.execute("PRAGMA table_info(requests)")}
         for name, sql_type in ADDED_COLUMNS:
             if name not in have:  # a log written by an older version: add the column, keep the rows

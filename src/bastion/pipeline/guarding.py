@@ -1,0 +1,124 @@
+"""The guard stages of the pipeline: the policy that applies to a request (global, then alias, then
+tenant), the input guard, the protected body sent upstream, the output guards on whole and streamed
+answers, tool calls held for approval, and the verdicts' metrics."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from bastion.config.guards import GuardsConfig, overlay
+from bastion.config.model import BastionConfig
+from bastion.guards.answer import AnswerCheck, Hold, check_answer
+from bastion.guards.protect import Protection, protect
+from bastion.guards.stage import InputGuard, PromptInjectionDetected
+from bastion.guards.stream_guard import StreamGuard
+from bastion.guards.tools import conversation_risk, declared_tools, should_hold
+from bastion.telemetry import Metrics
+
+from .context import RequestContext
+
+
+def input_flagged(ctx: RequestContext) -> bool:
+    return any(g.get("guard") == "input" and g.get("action") not in (None, "pass") for g in ctx.guards)
+
+
+class GuardStage:
+    def __init__(self, config: BastionConfig, metrics: Metrics, store: Any) -> None:
+        self.default = config.guards
+        self.per_alias = {a: m.guards for a, m in config.models.items() if m.guards is not None}
+        self.per_tenant = {t: c.guards for t, c in config.tenants.items() if c.guards is not None}
+        self._policies: dict[tuple[str, str], GuardsConfig] = {}
+        self.metrics = metrics
+        self.store = store
+        self.input = InputGuard()
+
+    def warm(self) -> None:
+        """Load what the guards need now (the classifier: about 0.2 s), not on the first request."""
+        policies = [self.default, *self.per_alias.values(), *self.per_tenant.values()]
+        if any(p.input.classifier and p.input.action != "off" for p in policies if "input" in p.model_fields_set
+               or p is self.default):
+            clf = self.input._clf()
+            if clf is not None:
+                clf.score("warm up " * 100)  # builds the integer weight tables too
+
+    def policy(self, alias: str, tenant: str) -> GuardsConfig:
+        key = (alias, tenant)
+        p = self._policies.get(key)
+        if p is None:
+            p = overlay(overlay(self.default, self.per_alias.get(alias)), self.per_tenant.get(tenant))
+            self._policies[key] = p
+        return p
+
+    # ---- before the upstream call --------------------------------------------------------------
+    def check_input(self, ctx: RequestContext, policy: GuardsConfig, body: dict[str, Any]) -> None:
+        try:
+            verdict = self.input.check(policy.input, body)
+        except PromptInjectionDetected as e:
+            ctx.guards.append({"guard": "input", "action": "block", "message": e.message})
+            raise
+        if verdict is None:
+            return
+        ctx.guards.append(verdict)
+        if verdict["action"] == "flag":
+            ctx.flags.append("guard:input")
+
+    @staticmethod
+    def protect(policy: GuardsConfig, body: dict[str, Any], dialect: str) -> tuple[dict[str, Any], Protection]:
+        return protect(body, dialect, policy)
+
+    @staticmethod
+    def needs_whole_answer(ctx: RequestContext, policy: GuardsConfig, body: dict[str, Any], prot: Protection) -> bool:
+        """A stream whose answer may have to be held back whole: a call to an irreversible tool in a risky
+        conversation can only be withheld if nothing of it was sent. Such streams are read whole from the
+        upstream, checked, then streamed to the client."""
+        tp = policy.tools
+        if not tp.irreversible or not body.get("tools"):
+            return False
+        if not set(tp.irreversible) & set(declared_tools(body, ctx.dialect)):
+            return False
+        has_untrusted, flagged = conversation_risk(body, ctx.dialect, input_flagged(ctx))
+        return should_hold(tp, has_untrusted or prot.has_untrusted, flagged)
+
+    @staticmethod
+    def stream_guard(policy: GuardsConfig, prot: Protection, body: dict[str, Any], dialect: str) -> StreamGuard | None:
+        g = StreamGuard(policy, prot, body, dialect)
+        return g if g.active else None
+
+    # ---- after it ------------------------------------------------------------------------------
+    @staticmethod
+    def check_answer(ctx: RequestContext, policy: GuardsConfig, prot: Protection, body: dict[str, Any],
+                     answer: dict[str, Any]) -> AnswerCheck:
+        """Run the output guards on a whole answer in the client's dialect (raises OutputBlocked)."""
+        return check_answer(answer, ctx.dialect, body, prot, policy, input_flagged=input_flagged(ctx))
+
+    def record(self, ctx: RequestContext, check: AnswerCheck) -> None:
+        ctx.guards.extend(check.verdicts)
+        for v in check.verdicts:
+            if v.get("action") in ("flag", "hold"):
+                flag = f"guard:{v['guard']}"
+                if flag not in ctx.flags:
+                    ctx.flags.append(flag)
+
+    async def save_holds(self, ctx: RequestContext, holds: list[Hold]) -> None:
+        if not holds:
+            return
+        now = ctx.now()
+        records = [{"id": h.approval_id, "created_at": now, "request_id": ctx.request_id,
+                    "tenant": ctx.key.tenant if ctx.key else None, "user": ctx.user, "alias": ctx.alias,
+                    "tool": h.tool, "call_id": h.call_id, "arguments": h.arguments, "reason": h.reason}
+                   for h in holds]
+        await asyncio.to_thread(self.store.insert_approvals, records)
+
+    def count(self, ctx: RequestContext) -> None:
+        """Metrics for every verdict of a finished request."""
+        model = ctx.alias or "-"
+        for v in ctx.guards:
+            guard = str(v.get("guard"))
+            self.metrics.guard_verdicts.labels(model, guard, str(v.get("action"))).inc()
+            for r in v.get("reasons") or ():
+                self.metrics.guard_rules.labels(guard, r.get("rule", "-")).inc()
+            for f in v.get("findings") or ():
+                self.metrics.guard_rules.labels(guard, f.get("kind", "-")).inc()
+            if guard == "leak":
+                self.metrics.guard_rules.labels("leak", "canary" if v.get("score") == 1.0 else "fuzzy").inc()
