@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/bastion demo
+	BASTION_PROMPTS_DIR=$${BASTION_PROMPTS_DIR:-examples/prompts} $(BIN)/bastion demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

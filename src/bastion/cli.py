@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -224,6 +225,14 @@ def cmd_guard(args: argparse.Namespace) -> int:
     from bastion.guards.classifier import InjectionClassifier
     from bastion.guards.input import scan_input
 
+    if args.output:
+        from bastion.guards.output import ALL_KINDS, redact, scan_output
+
+        def verdict(text: str) -> dict[str, Any]:
+            found = scan_output(text, allowed_hosts=args.allow_host or (), kinds=ALL_KINDS)
+            return {"findings": [f.as_dict() for f in found], "redacted": redact(text, found)}
+        return _scan_each(args, verdict)
+
     clf = InjectionClassifier.shared()
 
     def verdict(text: str) -> dict[str, Any]:
@@ -233,6 +242,10 @@ def cmd_guard(args: argparse.Namespace) -> int:
                 "classifier_threshold": clf.threshold, "injection": v.score >= 0.8 or p >= clf.threshold,
                 "reasons": [r.as_dict() for r in v.reasons]}
 
+    return _scan_each(args, verdict)
+
+
+def _scan_each(args: argparse.Namespace, verdict: Any) -> int:
     if args.file:
         with open(args.file, encoding="utf-8") as f:
             for n, line in enumerate(f, 1):
@@ -249,6 +262,29 @@ def cmd_guard(args: argparse.Namespace) -> int:
         return 0
     text = args.text if args.text is not None else sys.stdin.read()
     print(json.dumps(verdict(text), indent=2))
+    return 0
+
+
+def cmd_approvals(args: argparse.Namespace) -> int:
+    from bastion.store import open_store
+
+    store = open_store(_config(args).store.url)
+    if args.approvals_cmd == "list":
+        rows = store.list_approvals(status=None if args.status == "all" else args.status, tenant=args.tenant,
+                                    limit=args.limit)
+        if args.json:
+            print(orjson.dumps(rows).decode())
+            return 0
+        for r in rows:
+            r["created"] = datetime.fromtimestamp(r["created_at"], UTC).strftime("%Y-%m-%d %H:%M:%S")
+            r["args"] = json.dumps(r["arguments"])[:60]
+        print(_table(rows, ["id", "created", "status", "tenant", "tool", "args", "reason", "request_id"]))
+        return 0
+    decision = "approved" if args.approvals_cmd == "approve" else "rejected"
+    if not store.decide_approval(args.id, decision, args.by, args.note):
+        row = store.get_approval(args.id)
+        raise SystemExit(f"no approval {args.id!r}" if row is None else f"approval {args.id} is already {row['status']}")
+    print(f"{args.id}: {decision}")
     return 0
 
 
@@ -338,18 +374,46 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_cache)
 
     s = sub.add_parser("guard", help="scan text for prompt injection, or evaluate the detectors (docs/guards.md)")
-    s.add_argument("action", choices=("scan", "eval"))
-    s.add_argument("text", nargs="?", help="scan: the text (default: stdin)")
-    s.add_argument("--file", help="scan: a JSONL file, one object per line")
-    s.add_argument("--field", default="text", help="scan --file: the field holding the text (default: text)")
-    s.add_argument("--data", help="eval: the labelled data directory (default: ../shared/data/guards)")
-    s.add_argument("--json", action="store_true", help="eval: JSON instead of a table")
-    s.set_defaults(fn=cmd_guard)
+    gsub = s.add_subparsers(dest="action", required=True)
+    g = gsub.add_parser("scan", help="scan text (argument, stdin or --file JSONL) as input, or --output")
+    g.add_argument("text", nargs="?", help="the text (default: stdin)")
+    g.add_argument("--file", help="a JSONL file, one object per line")
+    g.add_argument("--field", default="text", help="--file: the field holding the text (default: text)")
+    g.add_argument("--output", action="store_true",
+                   help="treat the text as model output (secrets, PII, exfiltration links, HTML)")
+    g.add_argument("--allow-host", action="append", help="--output: a host links and images may use")
+    g.set_defaults(fn=cmd_guard)
+    g = gsub.add_parser("eval", help="run the injection detector over the labelled public datasets")
+    g.add_argument("--data", help="the labelled data directory (default: ../shared/data/guards)")
+    g.add_argument("--json", action="store_true", help="JSON instead of a table")
+    g.set_defaults(fn=cmd_guard)
+
+    s = sub.add_parser("approvals", help="tool calls held for approval: list, approve, reject (docs/guards.md)")
+    asub = s.add_subparsers(dest="approvals_cmd", required=True)
+    a = with_config(asub.add_parser("list", help="held calls, newest first"))
+    a.add_argument("--status", default="pending", choices=("pending", "approved", "rejected", "all"))
+    a.add_argument("--tenant")
+    a.add_argument("--limit", type=int, default=50)
+    a.add_argument("--json", action="store_true")
+    for verb in ("approve", "reject"):
+        a = with_config(asub.add_parser(verb, help=f"{verb} a held call"))
+        a.add_argument("id")
+        a.add_argument("--by", default=os.environ.get("USER") or "cli", help="who decided (default: $USER)")
+        a.add_argument("--note")
+    s.set_defaults(fn=cmd_approvals)
 
     s = with_config(sub.add_parser("replay", help="re-send a logged request to its deployment and diff the outputs"))
     s.add_argument("id")
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=cmd_replay)
+
+    from bastion.prompts.cli import add_parser as add_prompts_parser
+
+    add_prompts_parser(sub, with_config)
+
+    from bastion.evals.cli import add_parser as add_eval_parser
+
+    add_eval_parser(sub, with_config)
     return p
 
 

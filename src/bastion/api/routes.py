@@ -55,6 +55,8 @@ async def handle(
         ctx.key = await gw.keys.authenticate(presented_key(request))
         raw = await read_body(request, gw.config.server.max_body_bytes)
         body = validate.require_object(parse_json(raw))
+        if endpoint != "embeddings":
+            body, ctx.prompt_version = await gw.prompting.apply(body, request.headers, dialect)
         ctx.body = body
         if isinstance(body.get("model"), str):
             ctx.alias = body["model"]

@@ -48,6 +48,7 @@ def default_config_dict(env: dict[str, str] | None = None) -> dict[str, Any]:
         "providers": providers,
         "models": models,
         "tenants": {"default": {}},
+        "prompts": {"dir": env.get("BASTION_PROMPTS_DIR", "prompts")},
         # Deterministic (temperature-0 or seeded) answers are cached: repeat one and see `x-bastion-cache: hit`.
         "cache": {"enabled": True},
     }

@@ -117,8 +117,17 @@ class ModelConfig(_Strict):
     guards: GuardsConfig | None = Field(None, description="default: the top-level guards")
 
 
+class PromptsConfig(_Strict):
+    """Prompts as files in the user's repository (docs/prompts.md)."""
+
+    dir: str = Field("prompts", description="folder of prompt YAML files, relative to the working directory")
+    lock: str | None = Field(None, description="the lock file (versions and labels); default <dir>/prompts.lock.yaml")
+    reload_interval_s: float = Field(2.0, ge=0, description="how often the gateway checks the files for changes")
+
+
 class TenantConfig(_Strict):
     description: str | None = None
+    guards: GuardsConfig | None = Field(None, description="laid over the alias's guards for this tenant")
 
 
 class StaticKeyConfig(_Strict):
@@ -144,6 +153,7 @@ class BastionConfig(_Strict):
     routing: RoutingDefaults = RoutingDefaults()
     cache: CacheConfig = CacheConfig()
     guards: GuardsConfig = GuardsConfig()
+    prompts: PromptsConfig = PromptsConfig()
     providers: dict[str, ProviderConfig] = Field(default_factory=dict)
     models: dict[str, ModelConfig] = Field(default_factory=dict)
     tenants: dict[str, TenantConfig] = Field(default_factory=lambda: {"default": TenantConfig()})
@@ -178,6 +188,12 @@ class BastionConfig(_Strict):
                         problems.append(f"{where}: unknown model alias {target!r} (known: {known})")
                     elif other.kind != m.kind:
                         problems.append(f"{where}: {target!r} is a {other.kind} model, {alias!r} is {m.kind}")
+        for where, g in [("guards", self.guards)] + [(f"models.{a}.guards", m.guards) for a, m in self.models.items()] \
+                + [(f"tenants.{t}.guards", c.guards) for t, c in self.tenants.items()]:
+            for j, target in enumerate(g.refusal.fallback if g is not None else ()):
+                if target not in self.models:
+                    known = ", ".join(sorted(self.models)) or "none defined"
+                    problems.append(f"{where}.refusal.fallback.{j}: unknown model alias {target!r} (known: {known})")
         for i, k in enumerate(self.keys):
             if k.tenant not in self.tenants:
                 problems.append(f"keys.{i}.tenant: unknown tenant {k.tenant!r}")
