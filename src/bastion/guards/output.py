@@ -346,6 +346,13 @@ _SUSPECT = re.compile(  # applied to lowercased text
     r"gh[pousr]_|github_pat_|xox|begin")
 _SUSPECT_OVERLAP = 10  # a keyword may straddle two pieces: re-search this much of the already searched text
 
+# What only a rule longer than SHORT_HOLD could start from (applied to lowercased text; see _hold).
+_LONG_SUSPECT = re.compile(r"[@\[\]<]|-----|key|secret|token|passw|bearer|sk-|sk_|rk_|eyj|aiza|gh[pousr]_|"
+                           r"github_pat_|xox|begin")
+# Longer than every rule _LONG_SUSPECT does not cover: IPv6 with an embedded IPv4 and a zone (67), e-mail
+# local part (64), IBAN (43), phone (40), card (23).
+SHORT_HOLD = 72
+
 # Longer than every bounded rule without an opener (e-mail: 64 + 1 + 63 before its first dot, AWS secret
 # assignment ~70, IBAN 42): a stream holds at least this much, whatever ``hold_back`` says.
 MIN_HOLD = 160
@@ -459,6 +466,7 @@ class StreamScanner:
                  kinds: set[str] | frozenset[str] | None = None, min_emit: int = 32,
                  redact_kinds: set[str] | frozenset[str] | None = None) -> None:
         self.hold_back = max(hold_back, MIN_HOLD)
+        self.short_hold = max(hold_back, SHORT_HOLD)
         self.min_emit = min_emit  # rescan only once this much is emittable: fewer rescans for tiny chunks
         ks = DEFAULT_KINDS if kinds is None else frozenset(kinds)
         self._rules = _rules_for(ks)
@@ -509,9 +517,20 @@ class StreamScanner:
             if self._susp < 0:  # the suspect went out: look for the next one from the start
                 self._searched = 0
 
+    def _hold(self) -> int:
+        """How much the normal path holds: ``hold_back``, or SHORT_HOLD when nothing in the last MIN_HOLD
+        characters could belong to a rule longer than SHORT_HOLD (no ``@``, bracket, tag, key block or
+        secret keyword): then only digit-shaped findings (cards, phones, IBANs, IPs) and e-mail local parts
+        (at most 64 characters) can be in progress, and all fit in SHORT_HOLD."""
+        if self.short_hold < self.hold_back and _LONG_SUSPECT.search(self._buf[-MIN_HOLD:].lower()) is None \
+                and _LONG_SUSPECT.search(self._prev[-16:].lower()) is None:
+            return self.short_hold
+        return self.hold_back
+
     def _emit(self, final: bool) -> str:
         fast = "" if final else self._fast()
-        if not final and len(self._buf) <= self.hold_back + self.min_emit:
+        hold = self.hold_back if final else self._hold()
+        if not final and len(self._buf) <= hold + self.min_emit:
             return fast
         text = self._prev + self._buf
         base = len(self._prev)
@@ -520,7 +539,7 @@ class StreamScanner:
         if final:
             cut = len(text)
         else:
-            cut = len(text) - self.hold_back
+            cut = len(text) - hold
             if cut <= base:
                 return fast
             for op in self._openers:
