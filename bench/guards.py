@@ -9,7 +9,7 @@ Product requirement checked: all default input and output guards together add **
    (forward, then reverse order) merged, with the policy ``GuardsConfig()`` (the defaults):
 
    * the input guard via ``GuardStage.check_input``: rules only, and rules + classifier (the default);
-   * ``GuardStage.protect`` (canary in the system prompt, datamarking of the one untrusted document part);
+   * ``GuardStage.protect`` (canary in the system prompt, delimiting of the one untrusted document part);
    * the parts of the whole-answer check on their own (leak check, output scanners, refusal detector),
      then ``GuardStage.check_answer`` on the whole answer (OpenAI dialect);
    * ``StreamGuard`` over the same answer as OpenAI ``chat.completion.chunk`` dicts, one per o200k token
@@ -450,9 +450,9 @@ def micro(args: argparse.Namespace) -> dict[str, Any]:
          lambda c: stage.check_input(c, rules_only, body), _ctx),
         ("input_rules_classifier", "input guard, rules + classifier (default)",
          lambda c: stage.check_input(c, policy, body), _ctx),
-        ("protect", "protect: canary + datamark 1 untrusted part", lambda _: stage.protect(policy, body, "openai"),
+        ("protect", "protect: canary + mark 1 untrusted part", lambda _: stage.protect(policy, body, "openai"),
          None),
-        ("answer_leak", "  answer part: leak check (canary + 4-grams)",
+        ("answer_leak", "  answer part: leak check (canary + word pairs)",
          lambda _: leak_verdict(text, prot, policy, "choices.0"), None),
         ("answer_scan", "  answer part: secrets/PII/images/links scan",
          lambda _: scan_output(text, allowed_hosts=policy.output.allowed_hosts, kinds=kinds), None),
