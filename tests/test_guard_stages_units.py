@@ -140,10 +140,12 @@ def test_paraphrased_and_partial_leaks(leak: str) -> None:
     body = {"messages": [{"role": "system", "content": SYSTEM}]}
     _, prot = protect(body, "openai", GuardsConfig())
     with pytest.raises(OutputBlocked) as ei:
-        check_answer(oai_answer(leak), "openai", body, prot, GuardsConfig())
+        check_answer(oai_answer(leak), "openai", body, prot, policy(leak={"fuzzy": "block"}))
     assert ei.value.code == "system_prompt_leak"
-    chk = check_answer(oai_answer(leak), "openai", body, prot, policy(leak={"action": "redact"}))
+    chk = check_answer(oai_answer(leak), "openai", body, prot, policy(leak={"fuzzy": "redact"}))
     assert chk.response["choices"][0]["message"]["content"] == LEAK_NOTICE
+    flagged = check_answer(oai_answer(leak), "openai", body, prot, GuardsConfig())  # default: flag a fuzzy leak
+    assert not flagged.changed and [v["action"] for v in flagged.verdicts if v["guard"] == "leak"] == ["flag"]
 
 
 def test_unrelated_answer_is_not_a_leak() -> None:
@@ -274,3 +276,14 @@ def test_yaml_bare_off_means_off(tmp_path) -> None:
     g = load_config(str(f))[0].guards
     assert (g.input.action, g.leak.action, g.output.secrets, g.output.html, g.untrusted.marking,
             g.json_output.action, g.refusal.action, g.tools.action) == ("off",) * 8
+
+
+def test_stream_canary_still_caught_after_a_fuzzy_flag() -> None:
+    body = {"messages": [{"role": "system", "content": SYSTEM}]}
+    _, prot = protect(body, "openai", GuardsConfig())
+    g = StreamGuard(GuardsConfig(), prot, body, "openai")  # fuzzy: flag, canary: block
+    text = SYSTEM + " and the token " + prot.canary + " end"
+    with pytest.raises(OutputBlocked) as ei:
+        run_openai(g, chunks_of(text, 5))
+    assert ei.value.code == "system_prompt_leak"
+    assert [v["action"] for v in g.verdicts if v["guard"] == "leak"] == ["flag", "block"]

@@ -42,6 +42,7 @@ guards:
   output: {{pii: redact, links: redact, allowed_hosts: [docs.acme.com]}}
   refusal: {{action: flag}}
   untrusted: {{marking: datamark}}
+  leak: {{fuzzy: block}}
 models:
   plain:
     deployments: [{{provider: sim, model: sim-small}}]
@@ -67,7 +68,7 @@ models:
               properties: {{order_id: {{type: string, pattern: "^ORD-[0-9]+$"}}}}}}}}}}}}
   lenient:
     deployments: [{{provider: sim, model: sim-small}}]
-    guards: {{output: {{secrets: flag}}, leak: {{action: flag}}}}
+    guards: {{output: {{secrets: flag}}, leak: {{action: flag, fuzzy: flag}}}}
 tenants:
   default: {{}}
   strict-co:

@@ -50,8 +50,11 @@ class UntrustedConfig(_Strict):
 
 class LeakGuardConfig(_Strict):
     action: Action = Field(
-        "block", description="when the output leaks the system prompt: block, redact (withhold the answer), "
-                             "flag or log")
+        "block", description="when the output contains the canary (a certain leak): block, redact (withhold "
+                             "the answer), flag or log")
+    fuzzy: Action = Field(
+        "flag", description="when the output reproduces much of the system prompt (a likely leak, but also "
+                            "what a RAG answer quoting documents placed in the system prompt does)")
     canary: bool = Field(True, description="add a per-request canary token to the system prompt")
     threshold: float = Field(0.35, gt=0, le=1,
                              description="share of the system prompt's content-word pairs that counts as a leak")

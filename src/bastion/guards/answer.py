@@ -71,12 +71,15 @@ def _slots(resp: dict[str, Any], dialect: str) -> list[tuple[str, list[Any], Any
 
 
 def leak_verdict(text: str, prot: Protection, policy: GuardsConfig, where: str) -> dict[str, Any] | None:
-    if policy.leak.action == "off" or not prot.system_prompt.strip():
+    lp = policy.leak
+    if (lp.action == "off" and lp.fuzzy == "off") or not prot.system_prompt.strip():
         return None
-    v = check_leak(text, prot.system_prompt, prot.canary, threshold=policy.leak.threshold)
+    canary = prot.canary if lp.action != "off" else None
+    v = check_leak(text, prot.system_prompt, canary, threshold=lp.threshold if lp.fuzzy != "off" else 2.0)
     if not v.leaked:
         return None
-    return {"guard": "leak", "action": policy.leak.action, "where": where, "score": v.score, "reason": v.reason}
+    action = lp.action if v.score == 1.0 and canary and "canary" in v.reason else lp.fuzzy
+    return {"guard": "leak", "action": action, "where": where, "score": v.score, "reason": v.reason}
 
 
 def leak_error(verdict: dict[str, Any]) -> OutputBlocked:

@@ -44,13 +44,20 @@ class _Text:
         self.pending = ""  # text not yet counted by the leak tracker
         self.parts: list[str] = []  # what the client got
         self.withheld = False
-        self.leaked = False
+        self.leaked = False  # the fuzzy check fired (it stops looking then)
+        self.canary_seen = False
 
-    def _leak_found(self, reason: str, score: float) -> None:
-        if self.leaked:
-            return
-        self.leaked = True
-        action = self.g.policy.leak.action
+    def _leak_found(self, reason: str, score: float, *, canary: bool) -> None:
+        if canary:
+            if self.canary_seen:
+                return
+            self.canary_seen = True
+            action = self.g.policy.leak.action
+        else:
+            if self.leaked:
+                return
+            self.leaked = True
+            action = self.g.policy.leak.fuzzy
         v = {"guard": "leak", "action": action, "where": self.where, "score": round(score, 3), "reason": reason}
         self.g.verdicts.append(v)
         if action == "block":
@@ -61,18 +68,19 @@ class _Text:
     def feed(self, text: str) -> str:
         if self.withheld:
             return ""
-        if self.canary_hex:
+        if self.canary_hex and not self.canary_seen:
             # the canary's random part is inside the whole token: looking for it alone is enough
             self.squashed = (self.squashed + "".join(text.lower().split()))[-self.keep:]
             if self.canary_hex in self.squashed:
-                self._leak_found("the canary token appeared in the output", 1.0)
+                self._leak_found("the canary token appeared in the output", 1.0, canary=True)
         if self.leak is not None and not self.leaked:
             self.pending += text
             if len(self.pending) >= 64:  # word pairs are counted in batches, not per token
                 share = self.leak.feed(self.pending)
                 self.pending = ""
                 if share >= self.g.policy.leak.threshold:
-                    self._leak_found(f"{share:.0%} of the system prompt's content-word pairs appear", share)
+                    self._leak_found(f"{share:.0%} of the system prompt's content-word pairs appear", share,
+                                     canary=False)
         if self.withheld:
             return LEAK_NOTICE
         out = self.scanner.feed(text) if self.scanner is not None else text
@@ -101,7 +109,8 @@ class _Text:
             self.pending = ""
             share = self.leak.finish()
             if share >= self.g.policy.leak.threshold:
-                self._leak_found(f"{share:.0%} of the system prompt's content-word pairs appear", share)
+                self._leak_found(f"{share:.0%} of the system prompt's content-word pairs appear", share,
+                                 canary=False)
         if not self.withheld and self.scanner is not None:
             out = self.scanner.finish()
             self._check_block()
@@ -136,8 +145,8 @@ class StreamGuard:
         self.kinds = enabled_kinds(policy.output)
         self.redact_kinds = frozenset(k for k in self.kinds if action_of(policy.output, k) == "redact")
         self.block_kinds = frozenset(k for k in self.kinds if action_of(policy.output, k) == "block")
-        self.watch_leak = policy.leak.action != "off" and bool(prot.system_prompt.strip())
-        self.scan_text = bool(self.kinds) or self.watch_leak
+        self.watch_leak = policy.leak.fuzzy != "off" and bool(prot.system_prompt.strip())
+        self.scan_text = bool(self.kinds) or self.watch_leak or bool(prot.canary)
         self.json_schema = expected_json(body) if dialect == "openai" and policy.json_output.action != "off" \
             else None
         tp = policy.tools
