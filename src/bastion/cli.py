@@ -221,7 +221,8 @@ def cmd_guard(args: argparse.Namespace) -> int:
     if args.action == "eval":
         from bastion.guards.evaluate import main as eval_main
 
-        return eval_main([*(["--data", args.data] if args.data else []), *(["--json"] if args.json else [])])
+        return eval_main([*(["--data", args.data] if args.data else []), *(["--json"] if args.json else []),
+                          "--detector", args.detector])
     from bastion.guards.classifier import InjectionClassifier
     from bastion.guards.input import scan_input
 
@@ -386,6 +387,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = gsub.add_parser("eval", help="run the injection detector over the labelled public datasets")
     g.add_argument("--data", help="the labelled data directory (default: ../shared/data/guards)")
     g.add_argument("--json", action="store_true", help="JSON instead of a table")
+    g.add_argument("--detector", choices=("classifier", "guard"), default="classifier",
+                   help="the classifier alone (default), or the input guard as deployed (rules + classifier)")
     g.set_defaults(fn=cmd_guard)
 
     s = sub.add_parser("approvals", help="tool calls held for approval: list, approve, reject (docs/guards.md)")

@@ -106,7 +106,7 @@ def load_xstest_safe(base: Path) -> list[str]:
     return [r["prompt"] for r in _read_csv(base / "xstest" / "xstest_prompts.csv") if r["label"] == "safe"]
 
 
-def evaluate(data_dir: str | Path | None = None, clf: InjectionClassifier | None = None,
+def evaluate(data_dir: str | Path | None = None, clf: InjectionClassifier | GuardScorer | None = None,
              limit: int | None = None) -> dict[str, dict[str, Any]]:
     """Metrics per split; ``limit`` keeps the first ``limit`` rows of each labelled split (smoke tests)."""
     base = Path(data_dir) if data_dir is not None else DEFAULT_DATA
@@ -122,6 +122,24 @@ def evaluate(data_dir: str | Path | None = None, clf: InjectionClassifier | None
     safe = load_xstest_safe(base)
     results["xstest/safe prompts"] = metrics([clf.score(t) for t in safe], [0] * len(safe), thr)
     return results
+
+
+class GuardScorer:
+    """The input guard as the gateway runs it (rules + classifier, the policy's 0-1 score), with the
+    ``score``/``threshold`` shape of the classifier, so ``evaluate`` measures either."""
+
+    def __init__(self, threshold: float = 0.8) -> None:
+        from bastion.config.guards import InputGuardConfig
+
+        from .stage import InputGuard
+
+        self.threshold = threshold
+        self._guard = InputGuard()
+        self._policy = InputGuardConfig(action="log", threshold=threshold)
+
+    def score(self, text: str) -> float:
+        verdict = self._guard.check(self._policy, {"messages": [{"role": "user", "content": text}]})
+        return float(verdict["score"]) if verdict else 0.0
 
 
 def format_table(results: dict[str, dict[str, Any]], threshold: float) -> str:
@@ -143,8 +161,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Evaluate the shipped prompt-injection classifier.")
     ap.add_argument("--data", default=str(DEFAULT_DATA), help="guard data directory (../shared/data/guards)")
     ap.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    ap.add_argument("--detector", choices=("classifier", "guard"), default="classifier",
+                    help="the classifier alone, or the input guard as deployed (rules + classifier, score 0.8)")
     args = ap.parse_args(argv)
-    clf = InjectionClassifier.shared()
+    clf: InjectionClassifier | GuardScorer = InjectionClassifier.shared() if args.detector == "classifier" \
+        else GuardScorer()
     results = evaluate(args.data, clf)
     print(json.dumps(results, indent=2) if args.json else format_table(results, clf.threshold))
     return 0
