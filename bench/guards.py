@@ -626,11 +626,7 @@ def e2e(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, int | None]
 
 
 def _f(v: Any, nd: int = 3, sign: bool = False) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:+.{nd}f}" if sign else f"{v:.{nd}f}"
-    return str(v)
+    return ov._f(v, nd, sign)
 
 
 def print_table(result: dict[str, Any]) -> None:
