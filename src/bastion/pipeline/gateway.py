@@ -13,14 +13,10 @@ from typing import Any
 import orjson
 
 from bastion.cache.service import ResponseCache
-from bastion.config.guards import GuardsConfig
 from bastion.config.model import BastionConfig
 from bastion.dialects import messages_response_to_chat
 from bastion.errors import BastionError, ModelNotFound
-from bastion.guards.protect import Protection
 from bastion.guards.stream_guard import StreamGuard
-from bastion.guards.structured import expected_json, repair_messages
-from bastion.guards.verdicts import OutputBlocked
 from bastion.keys import KeyRing
 from bastion.metering.meter import Meter
 from bastion.metering.subjects import Subject
@@ -35,6 +31,7 @@ from .degraded import degraded_body, degraded_stream
 from .executor import Executor, Exhausted, MakeRequest, Ready
 from .guarding import GuardStage
 from .prompting import PromptStage
+from .reask import ReaskMixin
 from .relay import StreamRelay
 from .synthetic import stream_chat
 from .translate import client_response, response_facts, upstream_body
@@ -45,27 +42,6 @@ def _has_tokens(usage: dict[str, Any] | None) -> bool:
         return False
     return any(isinstance(usage.get(k), int) and usage[k] > 0
                for k in ("prompt_tokens", "completion_tokens", "input_tokens", "output_tokens"))
-
-
-def _single_choice(body: dict[str, Any]) -> bool:
-    return int(body.get("n") or 1) == 1
-
-
-def _repair_body(up_body: dict[str, Any], out: dict[str, Any], check: Any) -> dict[str, Any]:
-    """The OpenAI request for the one JSON repair retry: the conversation, the bad answer, what was wrong."""
-    want = expected_json(up_body)
-    bad = ((out.get("choices") or [{}])[0].get("message") or {}).get("content") or ""
-    extra = repair_messages(bad, check.json_error, want[1] if want else None)
-    return {**up_body, "messages": [*(up_body.get("messages") or []), *extra]}
-
-
-def _sum_usage(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
-    return {k: int(a.get(k) or 0) + int(b.get(k) or 0) for k in set(a) | set(b)
-            if isinstance(a.get(k, 0), int) and isinstance(b.get(k, 0), int)}
-
-
-def _guard_of(code: str) -> str:
-    return {"system_prompt_leak": "leak", "tool_call_blocked": "tools", "output_invalid_json": "json"}.get(code, "output")
 
 
 def _subject(ctx: RequestContext) -> Subject:
@@ -88,7 +64,7 @@ class Result:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-class Gateway:
+class Gateway(ReaskMixin):
     def __init__(self, config: BastionConfig) -> None:
         self.config = config
         self.router = Router(config)
@@ -321,6 +297,8 @@ class Gateway:
         self._settle_tokens(ready, ctx)
         out, changed = await self._guard_answer(ctx, route, policy, prot, body, up_body, out)
         ctx.response = out
+        if changed:  # a held tool call turns the finish reason into stop / end_turn
+            ctx.finish_reason = response_facts(ctx.dialect, out)[3]
         self.finish(ctx)
         if stream:  # read whole for the guards: streamed to the client now
             wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
@@ -347,76 +325,6 @@ class Gateway:
             ctx.served_model, ctx.system_fingerprint = served or ctx.served_model, fp or ctx.system_fingerprint
             raw = orjson.dumps(out)  # same dialect: the upstream's bytes go through untouched
         return out, raw
-
-    async def _guard_answer(self, ctx: RequestContext, route: Route, policy: GuardsConfig, prot: Protection,
-                            body: dict[str, Any], up_body: dict[str, Any], out: dict[str, Any],
-                            ) -> tuple[dict[str, Any], bool]:
-        """The output guards on a whole answer, with the one JSON repair retry and the refusal fallback."""
-        first = out
-        try:
-            check = self.guarding.check_answer(ctx, policy, prot, body, out)
-            if check.json_error is not None and policy.json_output.repair and _single_choice(body) \
-                    and not check.json_error.schema_invalid and ctx.finish_reason != "length":
-                ctx.guards.append({"guard": "json", "action": "repair", "error": check.json_error.error})
-                repaired = await self._again(ctx, route, _repair_body(up_body, out, check), "repair")
-                if repaired is not None:
-                    out = repaired
-                    check = self.guarding.check_answer(ctx, policy, prot, body, out)
-            elif check.refusal and policy.refusal.action == "fallback" and policy.refusal.fallback:
-                for alias in policy.refusal.fallback:
-                    ctx.guards.extend(check.verdicts)
-                    other = await self._again(ctx, self.router.route(alias, "chat"), up_body, "refusal_fallback")
-                    if other is None:
-                        continue
-                    out = other
-                    check = self.guarding.check_answer(ctx, policy, prot, body, out)
-                    if not check.refusal:
-                        ctx.guards.append({"guard": "refusal", "action": "fallback", "served_by": alias})
-                        break
-        except OutputBlocked as e:
-            ctx.response = {"withheld": e.code}
-            ctx.guards.append({"guard": _guard_of(e.code), "action": "block", "message": e.message})
-            raise
-        self.guarding.record(ctx, check)
-        if check.json_error is not None and policy.json_output.action == "block":
-            ctx.response = {"withheld": "output_invalid_json"}
-            raise OutputBlocked(
-                f"the answer is not valid JSON for the requested format{' after one repair retry' if policy.json_output.repair else ''}: "
-                f"{check.json_error.error}. Change guards.json for this model (flag or log) to receive it anyway",
-                code="output_invalid_json")
-        if check.holds:
-            await self.guarding.save_holds(ctx, check.holds)
-            ctx.cache_key = None  # an answer with an approval id is this request's alone
-        if check.json_error is not None or check.refusal:
-            ctx.cache_key = None
-        return check.response, check.changed or out is not first
-
-    async def _again(self, ctx: RequestContext, route: Route, up_body: dict[str, Any], kind: str,
-                     ) -> dict[str, Any] | None:
-        """One more non-streamed call for the guards (a repair, a refusal fallback): its attempts and its
-        usage count for the request. None when it failed (the first answer stands)."""
-        sub = RequestContext(endpoint=ctx.endpoint, dialect=ctx.dialect, request_id=ctx.request_id, key=ctx.key,
-                             user=ctx.user, alias=route.alias, body=ctx.body, options=ctx.options)
-        prior = (ctx.deployment, ctx.served_model, dict(ctx.usage))
-        body = {k: v for k, v in up_body.items() if k != "stream_options"} | {"stream": False}
-        try:
-            ready = await self.executor.run(sub, route, self._maker(sub, body, False), stream=False, body=body)
-        except Exhausted as ex:
-            for a in sub.attempts:
-                a.kind = kind
-            ctx.attempts.extend(sub.attempts)
-            ctx.guards.append({"guard": "json" if kind == "repair" else "refusal", "action": "log",
-                               "message": f"the {kind.replace('_', ' ')} call failed: {ex.error.message}"})
-            return None
-        for a in sub.attempts:
-            a.kind = kind
-        ctx.attempts.extend(sub.attempts)
-        self._serve(ctx, ready)
-        out, _ = self._answer(ctx, ready.cand.deployment.provider.dialect, ready)
-        self._settle_tokens(ready, ctx)
-        ctx.prior_usage.append(prior)
-        ctx.usage = _sum_usage(ctx.usage, prior[2])
-        return out
 
     def _settle_tokens(self, ready: Ready, ctx: RequestContext) -> None:
         dep = ready.cand.deployment
