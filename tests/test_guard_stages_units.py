@@ -287,3 +287,23 @@ def test_stream_canary_still_caught_after_a_fuzzy_flag() -> None:
         run_openai(g, chunks_of(text, 5))
     assert ei.value.code == "system_prompt_leak"
     assert [v["action"] for v in g.verdicts if v["guard"] == "leak"] == ["flag", "block"]
+
+
+def test_output_threshold_skips_weak_detectors_whole_and_streamed() -> None:
+    p = policy(output={"pii": "redact", "threshold": 0.65})
+    text = "server 8.8.4.4 and mail jane@acme-corp.io done"  # IPv4 scores 0.6, e-mail 0.9
+    whole = check_answer(oai_answer(text), "openai", {}, protect({}, "openai", p)[1], p)
+    got = whole.response["choices"][0]["message"]["content"]
+    assert got == "server 8.8.4.4 and mail [REDACTED:pii.email] done"
+    g = StreamGuard(p, protect({}, "openai", p)[1], {}, "openai")
+    assert run_openai(g, chunks_of(text, 3)) == got
+
+
+def test_refusal_threshold_and_tool_schema_checked_at_load() -> None:
+    body: dict = {}
+    ans = oai_answer("I'm sorry, but I can't help with that.")
+    prot = protect(body, "openai", GuardsConfig())[1]
+    assert check_answer(ans, "openai", body, prot, policy(refusal={"action": "flag"})).refusal
+    assert not check_answer(ans, "openai", body, prot, policy(refusal={"action": "flag", "threshold": 1.0})).refusal
+    with pytest.raises(ValueError, match="schemas.pay"):
+        policy(tools={"schemas": {"pay": {"type": "nonsense-type"}}})

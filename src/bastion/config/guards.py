@@ -69,13 +69,16 @@ class OutputGuardConfig(_Strict):
         "off", description="redact strips tags and script/style blocks (for routes that render output as HTML)")
     allowed_hosts: tuple[str, ...] = Field(
         (), description="hosts images and links may point at; '*.example.com' covers subdomains")
-    hold_back: int = Field(64, ge=0, le=4096, description="characters a stream holds back (at least 160)")
+    hold_back: int = Field(64, ge=0, le=4096, description="characters a stream holds back (at least 72)")
+    threshold: float = Field(0.0, ge=0, le=1, description="findings scoring below this are ignored (IPs 0.6, "
+                                                         "phones 0.7, generic secrets 0.6-0.8, keys 0.9-1.0)")
 
 
 class RefusalGuardConfig(_Strict):
     action: Annotated[Literal["fallback", "flag", "log", "off"], Off] = Field(
         "log", description="fallback: re-ask the aliases in `fallback` (non-streamed answers); flag; log; off")
     fallback: tuple[str, ...] = Field((), description="aliases to try, in order, when the answer is a refusal")
+    threshold: float = Field(0.5, gt=0, le=1, description="refusal-detector score at which an answer is a refusal")
 
 
 class JsonGuardConfig(_Strict):
@@ -105,9 +108,14 @@ class ToolGuardConfig(_Strict):
     @field_validator("schemas")
     @classmethod
     def _schemas_are_objects(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        from bastion.guards.structured import schema_problem
+
         for name, schema in v.items():
             if not isinstance(schema, dict):
                 raise ValueError(f"schemas.{name} must be a JSON schema object")
+            problem = schema_problem(schema)
+            if problem:
+                raise ValueError(f"schemas.{name}: {problem}")
         return v
 
 

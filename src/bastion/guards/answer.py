@@ -105,7 +105,8 @@ def check_answer(resp: dict[str, Any], dialect: str, body: dict[str, Any], prot:
             if leak["action"] == "redact":
                 new = LEAK_NOTICE
         if kinds and new is text:
-            findings = scan_output(text, allowed_hosts=policy.output.allowed_hosts, kinds=kinds)
+            findings = scan_output(text, allowed_hosts=policy.output.allowed_hosts, kinds=kinds,
+                                   min_score=policy.output.threshold)
             v = output_verdict(policy.output, findings, where)
             if v is not None:
                 out.verdicts.append(v)
@@ -116,7 +117,7 @@ def check_answer(resp: dict[str, Any], dialect: str, body: dict[str, Any], prot:
                     new = redact(text, fix)
                     if policy.output.html == "redact":
                         pass  # tags and scripts are findings of their own (html.*): already removed
-        if policy.refusal.action != "off" and detect_refusal(new).refusal:
+        if policy.refusal.action != "off" and detect_refusal(new).score >= policy.refusal.threshold:
             out.refusal = True
         if new is not text:
             if work is resp:

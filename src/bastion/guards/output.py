@@ -358,8 +358,8 @@ SHORT_HOLD = 72
 MIN_HOLD = 160
 
 
-def _rules_for(kinds: frozenset[str]) -> tuple[_Rule, ...]:
-    return tuple(r for r in _RULES if r.kind in kinds)
+def _rules_for(kinds: frozenset[str], min_score: float = 0.0) -> tuple[_Rule, ...]:
+    return tuple(r for r in _RULES if r.kind in kinds and r.score >= min_score)
 
 
 def _scan(text: str, pos: int, rules: Sequence[_Rule], ctx: _Ctx,
@@ -395,10 +395,11 @@ def _scan(text: str, pos: int, rules: Sequence[_Rule], ctx: _Ctx,
 
 
 def scan_output(text: str, *, allowed_hosts: Sequence[str] = (), kinds: set[str] | frozenset[str] | None = None,
-                ) -> list[Finding]:
-    """Non-overlapping findings in ``text``, in order (leftmost wins, then longest, then rule order)."""
+                min_score: float = 0.0) -> list[Finding]:
+    """Non-overlapping findings in ``text``, in order (leftmost wins, then longest, then rule order); rules
+    scoring below ``min_score`` do not run."""
     ks = DEFAULT_KINDS if kinds is None else frozenset(kinds)
-    return _scan(text, 0, _rules_for(ks), _Ctx(tuple(allowed_hosts)), None)
+    return _scan(text, 0, _rules_for(ks, min_score), _Ctx(tuple(allowed_hosts)), None)
 
 
 def redact(text: str, findings: Sequence[Finding]) -> str:
@@ -464,12 +465,12 @@ class StreamScanner:
 
     def __init__(self, hold_back: int = 64, *, allowed_hosts: Sequence[str] = (),
                  kinds: set[str] | frozenset[str] | None = None, min_emit: int = 32,
-                 redact_kinds: set[str] | frozenset[str] | None = None) -> None:
+                 redact_kinds: set[str] | frozenset[str] | None = None, min_score: float = 0.0) -> None:
         self.hold_back = max(hold_back, MIN_HOLD)
         self.short_hold = max(hold_back, SHORT_HOLD)
         self.min_emit = min_emit  # rescan only once this much is emittable: fewer rescans for tiny chunks
         ks = DEFAULT_KINDS if kinds is None else frozenset(kinds)
-        self._rules = _rules_for(ks)
+        self._rules = _rules_for(ks, min_score)
         self._redact = None if redact_kinds is None else frozenset(redact_kinds)  # None: every finding
         self._openers = tuple(o for o in _OPENERS if o.kinds & ks)
         self._ctx = _Ctx(tuple(allowed_hosts))

@@ -34,7 +34,8 @@ class _Text:
     def __init__(self, g: StreamGuard, where: str) -> None:
         self.g, self.where = g, where
         self.scanner = StreamScanner(g.policy.output.hold_back, allowed_hosts=g.policy.output.allowed_hosts,
-                                     kinds=g.kinds, redact_kinds=g.redact_kinds) if g.scan_text else None
+                                     kinds=g.kinds, redact_kinds=g.redact_kinds,
+                                     min_score=g.policy.output.threshold) if g.scan_text else None
         self.checked = 0  # scanner findings already checked for a block
         self.leak = LeakTracker(g.prot.system_prompt, g.prot.canary) if g.watch_leak else None
         self.squashed = ""  # whitespace-free lowercase tail, for the canary
@@ -121,7 +122,7 @@ class _Text:
                 self.g.verdicts.append(v)
         full = "".join(self.parts)
         p = self.g.policy
-        if p.refusal.action != "off" and detect_refusal(full).refusal:
+        if p.refusal.action != "off" and detect_refusal(full).score >= p.refusal.threshold:
             self.g.verdicts.append({"guard": "refusal", "action": "log" if p.refusal.action == "fallback"
                                     else p.refusal.action, "where": self.where})
         if self.g.json_schema is not None and not self.withheld:
