@@ -7,6 +7,8 @@ import copy
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bastion.config.guards import GuardsConfig
 from bastion.config.model import BastionConfig
@@ -307,3 +309,54 @@ def test_refusal_threshold_and_tool_schema_checked_at_load() -> None:
     assert not check_answer(ans, "openai", body, prot, policy(refusal={"action": "flag", "threshold": 1.0})).refusal
     with pytest.raises(ValueError, match="schemas.pay"):
         policy(tools={"schemas": {"pay": {"type": "nonsense-type"}}})
+
+
+_json = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+                     lambda c: st.lists(c, max_size=4) | st.dictionaries(
+                         st.sampled_from(["role", "content", "type", "text", "untrusted", "tool_result",
+                                          "system", "messages", "x"]), c, max_size=5), max_leaves=25)
+
+
+@settings(max_examples=300, deadline=None)
+@given(messages=st.lists(_json, max_size=5), system=_json, dialect=st.sampled_from(["openai", "anthropic"]))
+def test_guards_never_crash_on_odd_bodies(messages, system, dialect) -> None:
+    """Validation upstream of the guards rejects most of these; the guards must not crash on the rest."""
+    from bastion.guards.stage import InputGuard
+
+    body = {"model": "m", "messages": messages, "system": system}
+    out, prot = protect(body, dialect, GuardsConfig())
+    assert isinstance(out, dict) and isinstance(prot.system_prompt, str)
+    InputGuard().check(GuardsConfig().input, body)
+    StreamGuard(GuardsConfig(), prot, body, dialect)
+
+
+@settings(max_examples=300, deadline=None)
+@given(choices=st.lists(_json, max_size=3), content=_json, dialect=st.sampled_from(["openai", "anthropic"]))
+def test_answer_checks_never_crash_on_odd_answers(choices, content, dialect) -> None:
+    body = {"messages": [{"role": "system", "content": SYSTEM}],
+            "tools": [{"type": "function", "function": {"name": "x", "parameters": {"type": "object"}}}],
+            "response_format": {"type": "json_object"}}
+    _, prot = protect(body, dialect, GuardsConfig())
+    p = policy(tools={"irreversible": ["x"], "hold_when": "always", "action": "log"})
+    try:
+        check_answer({"choices": choices, "content": content}, dialect, body, prot, p)
+    except OutputBlocked:
+        pass
+
+
+@settings(max_examples=300, deadline=None)
+@given(chunks=st.lists(st.dictionaries(st.sampled_from(["choices", "usage", "id"]), _json, max_size=3), max_size=6),
+       events=st.lists(st.tuples(st.sampled_from(["content_block_start", "content_block_delta", "content_block_stop",
+                                                  "message_delta"]), st.dictionaries(
+           st.sampled_from(["index", "delta", "content_block", "type"]), _json, max_size=4)), max_size=6))
+def test_stream_guard_never_crashes_on_odd_chunks(chunks, events) -> None:
+    body = {"messages": [{"role": "system", "content": SYSTEM}], "response_format": {"type": "json_object"},
+            "tools": [{"type": "function", "function": {"name": "x", "parameters": {"type": "object"}}}]}
+    for dialect, items in (("openai", chunks), ("anthropic", events)):
+        _, prot = protect(body, dialect, GuardsConfig())
+        g = StreamGuard(policy(tools={"action": "log"}, json={"action": "log"}), prot, body, dialect)
+        for it in items:
+            if dialect == "openai":
+                g.openai_chunk(it)
+            else:
+                g.anthropic_event(*it)

@@ -59,12 +59,14 @@ def _slots(resp: dict[str, Any], dialect: str) -> list[tuple[str, list[Any], Any
     """(where, container, key) of every text in the answer: ``container[key]`` is the text."""
     out: list[tuple[str, list[Any], Any]] = []
     if dialect == "openai":
-        for i, ch in enumerate(resp.get("choices") or []):
+        choices = resp.get("choices")
+        for i, ch in enumerate(choices if isinstance(choices, list) else []):
             msg = ch.get("message") if isinstance(ch, dict) else None
             if isinstance(msg, dict) and isinstance(msg.get("content"), str):
                 out.append((f"choices.{i}", msg, "content"))  # type: ignore[arg-type]
     else:
-        for j, block in enumerate(resp.get("content") or []):
+        blocks = resp.get("content")
+        for j, block in enumerate(blocks if isinstance(blocks, list) else []):
             if isinstance(block, dict) and block.get("type") == "text" and isinstance(block.get("text"), str):
                 out.append((f"content.{j}", block, "text"))  # type: ignore[arg-type]
     return out

@@ -28,6 +28,11 @@ from .tools import ToolCall, check_calls, declared_tools
 from .verdicts import OutputBlocked, action_of, blocked_message, enabled_kinds, output_verdict
 
 
+def _index(v: Any) -> int:
+    """A choice / block / tool-call index as sent, or 0 when it is not an integer (a malformed upstream)."""
+    return v if isinstance(v, int) and not isinstance(v, bool) else 0
+
+
 class _Text:
     """One streamed text (an OpenAI choice's content, an Anthropic text block)."""
 
@@ -185,24 +190,26 @@ class StreamGuard:
     # ---- OpenAI chunks ----------------------------------------------------------------------------
     def openai_chunk(self, chunk: dict[str, Any]) -> dict[str, Any]:
         """The chunk to send (changed in place when text was held back or redacted)."""
-        for ch in chunk.get("choices") or []:
+        choices = chunk.get("choices")
+        for ch in choices if isinstance(choices, list) else ():
             if not isinstance(ch, dict):
                 continue
-            i = ch.get("index", 0)
+            i = _index(ch.get("index", 0))
             delta = ch.get("delta")
             if not isinstance(delta, dict):
                 delta = ch["delta"] = {}
             content = delta.get("content")
             if isinstance(content, str) and content:
                 delta["content"] = self._text(i, f"choices.{i}").feed(content)
-            for tc in delta.get("tool_calls") or []:
+            calls = delta.get("tool_calls")
+            for tc in calls if isinstance(calls, list) else ():
                 if not isinstance(tc, dict):
                     continue
-                st = self.calls.setdefault((i, tc.get("index", 0)), {"id": None, "name": None, "args": []})
-                fn = tc.get("function") or {}
-                if tc.get("id"):
+                st = self.calls.setdefault((i, _index(tc.get("index", 0))), {"id": None, "name": None, "args": []})
+                fn = tc.get("function") if isinstance(tc.get("function"), dict) else {}
+                if isinstance(tc.get("id"), str):
                     st["id"] = tc["id"]
-                if fn.get("name"):
+                if isinstance(fn.get("name"), str) and fn["name"]:
                     st["name"] = fn["name"]
                     self._check_name(st["name"])
                 if isinstance(fn.get("arguments"), str):
@@ -229,25 +236,25 @@ class StreamGuard:
     # ---- Anthropic events -------------------------------------------------------------------------
     def anthropic_event(self, event_type: str, data: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
         """The events to send in place of this one."""
+        idx = _index(data.get("index"))
         if event_type == "content_block_start":
-            block = data.get("content_block") or {}
-            if block.get("type") == "tool_use":
-                self.calls[data.get("index")] = {"id": block.get("id"), "name": block.get("name"), "args": []}
-                self._check_name(block.get("name"))
+            block = data.get("content_block")
+            if isinstance(block, dict) and block.get("type") == "tool_use" and isinstance(block.get("name"), str):
+                self.calls[idx] = {"id": block.get("id"), "name": block["name"], "args": []}
+                self._check_name(block["name"])
             return [(event_type, data)]
         if event_type == "content_block_delta":
-            delta = data.get("delta") or {}
-            idx = data.get("index")
+            delta = data.get("delta") if isinstance(data.get("delta"), dict) else {}
             if delta.get("type") == "text_delta" and isinstance(delta.get("text"), str):
                 out = self._text(idx, f"content.{idx}").feed(delta["text"])
                 if not out:
                     return []
                 return [(event_type, {**data, "delta": {**delta, "text": out}})]
             if delta.get("type") == "input_json_delta" and idx in self.calls:
-                self.calls[idx]["args"].append(delta.get("partial_json") or "")
+                part = delta.get("partial_json")
+                self.calls[idx]["args"].append(part if isinstance(part, str) else "")
             return [(event_type, data)]
         if event_type == "content_block_stop":
-            idx = data.get("index")
             out: list[tuple[str, dict[str, Any]]] = []
             t = self.texts.get(idx)
             if t is not None:
