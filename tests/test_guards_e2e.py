@@ -103,3 +103,14 @@ def test_flag_policy_serves_and_marks(gw) -> None:
     metrics = httpx.get(proc.url + "/metrics").text
     assert 'bastion_guard_verdicts_total{action="flag",guard="input",model="relaxed"}' in metrics
     assert 'bastion_guard_verdicts_total{action="block",guard="input",model="strict"}' in metrics
+
+
+def test_long_input_is_scanned_off_the_loop_and_still_blocked(gw) -> None:
+    proc, key, store = gw
+    filler = "The quarterly report covers revenue, churn and the hiring plan for the next year. " * 300
+    client = openai.OpenAI(base_url=proc.url + "/v1", api_key=key, max_retries=0)
+    with pytest.raises(openai.BadRequestError) as ei:
+        client.chat.completions.create(model="strict", messages=[{"role": "user", "content": filler + ATTACK}])
+    assert ei.value.body["code"] == "prompt_injection_detected" and len(filler) > 16_000
+    ok = client.chat.completions.create(model="strict", messages=[{"role": "user", "content": filler}])
+    assert ok.choices[0].message.content
