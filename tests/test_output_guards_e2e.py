@@ -165,6 +165,10 @@ def test_canary_leak_blocked_whole_answer(gw) -> None:
     with pytest.raises(openai.UnprocessableEntityError) as ei:
         oai(gw).chat.completions.create(model="plain", messages=_leak_messages())
     assert ei.value.body["code"] == "system_prompt_leak" and "canary" in ei.value.body["message"]
+    row = wait_log_row(gw[3], ei.value.response.headers["x-bastion-request-id"])
+    assert row["status"] == 422 and json.loads(row["response"]) == {"withheld": "system_prompt_leak"}
+    assert row["completion_tokens"] > 0 and row["cost_nusd"] > 0  # the upstream was paid: so is the request
+    assert "bastion-canary" not in (row["response"] or "")
 
 
 def test_canary_leak_cuts_the_stream(gw) -> None:
