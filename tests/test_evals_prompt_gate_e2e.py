@@ -59,7 +59,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     cfg.write_text(f"""
 server: {{port: 0}}
 store: {{url: 'sqlite:///{d / "b.db"}', flush_interval_ms: 20}}
-prompts: {{dir: '{prompts}', reload_interval_s: 0}}
+prompts: {{dir: '{prompts}', reload_interval_s: 3600}}
 providers:
   sim: {{type: sim, base_url: {sim.url}/v1}}
 models:
@@ -110,3 +110,14 @@ def test_promotion_requiring_the_suite_is_refused_for_the_broken_version(env: di
         assert json.loads(capsys.readouterr().out)["version"] == 1  # the label did not move
     finally:
         del os.environ["BASTION_URL"], os.environ["BASTION_KEY"]
+
+
+def test_a_version_locked_after_start_is_served_at_once(env: dict) -> None:
+    """No periodic reload here (interval 1 h): an unknown version re-reads the files once, so a version
+    locked a moment ago by `bastion prompts lock` (as `promote` does before its gate) is found."""
+    f = env["prompts"] / "triage.yaml"
+    f.write_text(f.read_text().replace("Triage the ticket.", "Triage the support ticket.").replace(
+        '"{% if broken %}[[sim:echo]] {% endif %}{{ question }}"', '"{{ question }}"'))  # fixed, reworded
+    assert cli(["prompts", "lock", "--dir", str(env["prompts"])]) == 0
+    code, doc = _run(env, "triage@3", env["dir"] / "fresh")
+    assert code == 0 and doc["gate"]["passed"]

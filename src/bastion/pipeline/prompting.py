@@ -28,6 +28,7 @@ from bastion.config.model import PromptsConfig
 from bastion.errors import InvalidRequest
 
 _DROP = ("prompt", "prompt_variables")
+MISS_RELOAD_S = 0.2
 
 
 def requested_prompt(body: dict[str, Any], headers: Any) -> tuple[str, dict[str, Any]] | None:
@@ -65,6 +66,7 @@ class PromptStage:
         self.config = config
         self._registry: Any = None
         self._checked = 0.0
+        self._miss_checked = 0.0
         self._lock = asyncio.Lock()
 
     async def registry(self) -> Any:
@@ -82,6 +84,18 @@ class PromptStage:
             self._checked = time.monotonic()
         return self._registry
 
+    async def _reload_on_miss(self) -> bool:
+        """Re-read the files now (at most every MISS_RELOAD_S): an unknown reference may name a version that
+        `bastion prompts lock|promote` wrote since the last periodic check. True if anything changed."""
+        now = time.monotonic()
+        if now - self._miss_checked < MISS_RELOAD_S:
+            return False
+        self._miss_checked = now
+        async with self._lock:
+            changed = bool(await asyncio.to_thread(self._registry.reload_if_changed))
+            self._checked = time.monotonic()
+        return changed
+
     async def apply(self, body: dict[str, Any], headers: Any, dialect: str) -> tuple[dict[str, Any], str | None]:
         """The request with its prompt rendered in, and the prompt version (``name@N#hash``), or the body
         unchanged and None when it names no prompt."""
@@ -90,7 +104,12 @@ class PromptStage:
             return body, None
         ref, variables = wanted
         reg = await self.registry()
-        r = reg.render(ref, variables)  # PromptNotFound (404) / PromptRenderError (400) say what to fix
+        try:
+            r = reg.render(ref, variables)  # PromptNotFound (404) / PromptRenderError (400) say what to fix
+        except Exception as e:
+            if type(e).__name__ != "PromptNotFound" or not await self._reload_on_miss():
+                raise
+            r = reg.render(ref, variables)  # a version locked or promoted a moment ago: seen now
         out = {k: v for k, v in body.items() if k not in _DROP}
         for k, v in (r.params or {}).items():
             out.setdefault(k, v)
