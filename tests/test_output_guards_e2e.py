@@ -317,3 +317,21 @@ def test_guard_metrics_counted(gw) -> None:
     assert 'bastion_guard_verdicts_total{action="redact",guard="output",model="plain"}' in metrics
     assert 'bastion_guard_verdicts_total{action="block",guard="leak",model="plain"}' in metrics
     assert 'bastion_guard_rule_hits_total{guard="output",rule="secret.openai_key"}' in metrics
+
+
+def test_log_queries_by_guard_and_flag(gw) -> None:
+    from bastion.store import open_store
+
+    raw = oai(gw).chat.completions.with_raw_response.create(model="plain", messages=echo(f"key {SECRET}"))
+    rid = raw.headers["x-bastion-request-id"]
+    wait_log_row(gw[3], rid)
+    store = open_store(f"sqlite:///{gw[3]}")
+    by_guard = store.query_requests(guard="output", limit=500)
+    assert rid in {r["id"] for r in by_guard}
+    assert all(any(g["guard"] == "output" and g["action"] != "pass" for g in r["guards"]) for r in by_guard)
+    ref = oai(gw).chat.completions.with_raw_response.create(
+        model="plain", messages=echo("I'm sorry, but I can't help with that request."))
+    wait_log_row(gw[3], ref.headers["x-bastion-request-id"])
+    flagged = store.query_requests(flag="guard:refusal", limit=500)
+    assert flagged and all("guard:refusal" in r["flags"] for r in flagged)
+    assert rid not in {r["id"] for r in store.query_requests(guard="tools", limit=500)}

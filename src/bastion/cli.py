@@ -106,7 +106,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
     filters = {"tenant": args.tenant, "user": args.user, "session": args.session, "alias": args.model,
                "deployment": args.deployment, "status": args.status}
     rows = store.query_requests(filters=filters, since=_since(args.since) if args.since else None,
-                                errors_only=args.errors, limit=args.limit)
+                                errors_only=args.errors, limit=args.limit, guard=args.guard, flag=args.flag)
     if args.json:
         for r in rows:
             if not args.bodies:
@@ -121,8 +121,10 @@ def cmd_logs(args: argparse.Namespace) -> int:
         r["ttft"] = f"{r['ttft_ms']:.0f}" if r["ttft_ms"] is not None else ""
         r["kind"] = r["endpoint"] + ("/stream" if r["stream"] else "")
         r["error"] = (r["error_code"] or "")
+        r["guards"] = ",".join(f"{g.get('guard')}={g.get('action')}" for g in r.get("guards") or ()
+                               if g.get("action") not in (None, "pass"))
     print(_table(rows, ["id", "time", "tenant", "user", "alias", "deployment", "kind", "status", "tokens",
-                        "ttft", "ms", "error"]))
+                        "ttft", "ms", "error", "guards"]))
     return 0
 
 
@@ -342,6 +344,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--deployment")
     s.add_argument("--status", type=int)
     s.add_argument("--errors", action="store_true", help="only status >= 400")
+    s.add_argument("--guard", choices=("input", "output", "leak", "json", "refusal", "tools"),
+                   help="only requests where this guard acted (any action but pass)")
+    s.add_argument("--flag", help="only requests with this flag (guard:input, usage_estimated, …)")
     s.add_argument("--since", help="30m, 2h, 7d or an ISO time")
     s.add_argument("--limit", type=int, default=50)
     s.add_argument("--json", action="store_true", help="JSON lines")

@@ -134,10 +134,21 @@ class SQLiteStore(ApprovalsMixin):
         errors_only: bool = False,
         limit: int = 100,
         newest_first: bool = True,
+        guard: str | None = None,
+        flag: str | None = None,
     ) -> list[dict[str, Any]]:
+        """Newest (or oldest) rows matching the filters; ``guard``: rows where that guard did something
+        (a verdict whose action is not ``pass``); ``flag``: rows carrying that flag."""
         where, args = _where(filters, since, until)
         if errors_only:
             where.append("status >= 400")
+        if guard is not None:
+            where.append("EXISTS (SELECT 1 FROM json_each(requests.guards) WHERE json_extract(value, '$.guard') = ? "
+                         "AND coalesce(json_extract(value, '$.action'), '') <> 'pass')")
+            args.append(guard)
+        if flag is not None:
+            where.append("EXISTS (SELECT 1 FROM json_each(requests.flags) WHERE value = ?)")
+            args.append(flag)
         sql = "SELECT * FROM requests"
         if where:
             sql += " WHERE " + " AND ".join(where)
