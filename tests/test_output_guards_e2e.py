@@ -38,6 +38,8 @@ providers:
   sim: {{type: sim, base_url: {sim.url}/v1}}
   sim-echo: {{type: sim, base_url: {sim.url}/v1, headers: {{x-sim-echo: "1"}}}}
   sim-anthropic: {{type: anthropic, base_url: {sim.url}, api_key_env: SIM_ANTHROPIC_KEY}}
+  sim-anthropic-echo: {{type: anthropic, base_url: {sim.url}, api_key_env: SIM_ANTHROPIC_KEY,
+                        headers: {{x-sim-echo: "1"}}}}
 guards:
   output: {{pii: redact, links: redact, allowed_hosts: [docs.acme.com]}}
   refusal: {{action: flag}}
@@ -54,6 +56,9 @@ models:
   refuser:
     deployments: [{{provider: sim-echo, model: sim-small}}]
     guards: {{refusal: {{action: fallback, fallback: [plain]}}}}
+  refuser-claude:
+    deployments: [{{provider: sim-anthropic-echo, model: sim-claude}}]
+    guards: {{refusal: {{action: fallback, fallback: [claude]}}}}
   tooly:
     deployments: [{{provider: sim, model: sim-small}}]
     guards:
@@ -235,6 +240,30 @@ def test_refusal_falls_back_to_another_model(gw) -> None:
     assert raw.headers["x-bastion-deployment"] == "sim/sim-small"
     row = wait_log_row(gw[3], raw.headers["x-bastion-request-id"])
     assert [a["kind"] for a in json.loads(row["attempts"])] == ["first", "refusal_fallback"]
+
+
+@pytest.mark.parametrize(("dialect", "model", "fallback_dep"), [
+    ("openai", "refuser", "sim/sim-small"), ("anthropic", "refuser", "sim/sim-small"),
+    ("openai", "refuser-claude", "sim-anthropic/sim-claude")])
+def test_streamed_refusal_falls_back_before_anything_is_sent(gw, dialect: str, model: str, fallback_dep: str) -> None:
+    msg = [{"role": "user", "content": "I'm sorry, but I can't help with that request."}]
+    if dialect == "openai":
+        with oai(gw).chat.completions.with_streaming_response.create(model=model, messages=msg,
+                                                                      stream=True) as resp:
+            rid = resp.headers["x-bastion-request-id"]
+            text = "".join(c.choices[0].delta.content or "" for c in resp.parse() if c.choices)
+    else:
+        client = anthropic.Anthropic(base_url=gw[0].url, api_key=gw[1], max_retries=0)
+        with client.messages.stream(model=model, max_tokens=100, messages=msg) as s:
+            text = "".join(s.text_stream)
+            rid = s.response.headers["x-bastion-request-id"]
+    assert text and "sorry" not in text.lower()
+    row = wait_log_row(gw[3], rid)
+    attempts = json.loads(row["attempts"])
+    assert [a["kind"] for a in attempts] == ["first", "refusal_fallback"]
+    assert attempts[0]["error_code"] == "refusal" and row["deployment"] == fallback_dep
+    assert any(g["guard"] == "refusal" and g["action"] == "fallback" for g in json.loads(row["guards"]))
+    assert "usage_estimated" in json.loads(row["flags"]) and row["cost_nusd"] > 0
 
 
 # ---- tools ---------------------------------------------------------------------------------------

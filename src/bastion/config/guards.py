@@ -76,7 +76,8 @@ class OutputGuardConfig(_Strict):
 
 class RefusalGuardConfig(_Strict):
     action: Annotated[Literal["fallback", "flag", "log", "off"], Off] = Field(
-        "log", description="fallback: re-ask the aliases in `fallback` (non-streamed answers); flag; log; off")
+        "log", description="fallback: re-ask the aliases in `fallback` (streams: judged on their opening); "
+                           "flag; log; off")
     fallback: tuple[str, ...] = Field((), description="aliases to try, in order, when the answer is a refusal")
     threshold: float = Field(0.5, gt=0, le=1, description="refusal-detector score at which an answer is a refusal")
 

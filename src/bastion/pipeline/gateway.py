@@ -292,6 +292,9 @@ class Gateway(ReaskMixin):
         self._serve(ctx, ready)
         up = ready.cand.deployment.provider.dialect
         if up_stream:
+            if policy.refusal.action == "fallback" and policy.refusal.fallback:
+                ready = await self._stream_refusal_fallback(ctx, policy, ready, body, up_body)
+                up = ready.cand.deployment.provider.dialect
             return self._start_stream(ctx, up, ready, self.guarding.stream_guard(policy, prot, body, ctx.dialect))
         out, raw = self._answer(ctx, up, ready)
         self._settle_tokens(ready, ctx)

@@ -6,14 +6,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from bastion.config.guards import GuardsConfig
 from bastion.guards.protect import Protection
+from bastion.guards.refusal import detect_refusal
 from bastion.guards.structured import expected_json, repair_messages
 from bastion.guards.verdicts import OutputBlocked
+from bastion.providers import SSEEvent
 from bastion.routing import Route
 
 from .context import RequestContext
-from .executor import Exhausted
+from .executor import Exhausted, Ready
 
 if TYPE_CHECKING:
     from .gateway import Gateway
@@ -114,3 +118,110 @@ class ReaskMixin:
         ctx.usage = _sum_usage(ctx.usage, prior[2])
         return out
 
+
+    async def _stream_refusal_fallback(self: Gateway, ctx: RequestContext, policy: GuardsConfig, ready: Ready,
+                                       body: dict[str, Any], up_body: dict[str, Any]) -> Ready:
+        """A streamed answer on a route with a refusal fallback: read its opening (up to PEEK_CHARS, before
+        anything reaches the client) and, when it is a refusal, stream the first fallback alias whose
+        opening is not. The refused stream keeps its place until a fallback is ready (if none answers,
+        the client gets the refusal), then is closed; its tokens, counted offline, are priced with the
+        request."""
+        current = ready
+        for alias in policy.refusal.fallback:
+            text = await peek_text(current)
+            verdict = detect_refusal(text)
+            if verdict.score < policy.refusal.threshold:
+                return current
+            ctx.guards.append({"guard": "refusal", "action": "fallback", "from": current.cand.route.alias,
+                               "to": alias, "score": round(verdict.score, 3)})
+            route = self.router.route(alias, "chat")
+            sub = RequestContext(endpoint=ctx.endpoint, dialect=ctx.dialect, request_id=ctx.request_id,
+                                 key=ctx.key, user=ctx.user, alias=alias, body=ctx.body, options=ctx.options)
+            try:
+                other = await self.executor.run(sub, route, self._maker(sub, up_body, True), stream=True,
+                                                body=up_body)
+            except Exhausted as ex:
+                for a in sub.attempts:
+                    a.kind = "refusal_fallback"
+                ctx.attempts.extend(sub.attempts)
+                ctx.guards.append({"guard": "refusal", "action": "log",
+                                   "message": f"the refusal fallback to {alias} failed: {ex.error.message}"})
+                continue
+            for a in sub.attempts:
+                a.kind = "refusal_fallback"
+            ctx.attempts.extend(sub.attempts)
+            self._abandon(ctx, current, body, text)
+            current = other
+            self._serve(ctx, current)
+        return current
+
+    def _abandon(self: Gateway, ctx: RequestContext, ready: Ready, body: dict[str, Any], text: str) -> None:
+        """Close a stream the client will never see, and price what it produced so far."""
+        assert ready.resp is not None
+        ready.resp.close()
+        ready.attempt.outcome, ready.attempt.error_code = "ok", "refusal"
+        ready.attempt.error = "the answer opened with a refusal: abandoned for the fallback"
+        ready.attempt.ended_at = ctx.now()
+        dep = ready.cand.deployment
+        shaped = {"choices": [{"message": {"content": text}}]} if ctx.dialect == "openai" else \
+            {"content": [{"type": "text", "text": text}]}
+        usage = self.meter.estimate_usage(ctx.dialect, body, shaped, dep.model) or {}
+        self.executor.stream_finished(ready, usage_tokens=int(usage.get("total_tokens") or 0))
+        ctx.prior_usage.append((dep.id, None, usage))
+        ctx.flags.append("usage_estimated")
+
+
+PEEK_CHARS = 300
+
+
+def _event_text(ev: SSEEvent) -> tuple[str, bool]:
+    """(answer text in the event, whether the answer ended), for either upstream dialect; ("", False) for
+    anything unreadable (the relay reports it)."""
+    if ev.data == b"[DONE]":
+        return "", True
+    try:
+        data = orjson.loads(ev.data)
+    except orjson.JSONDecodeError:
+        return "", False
+    if not isinstance(data, dict):
+        return "", False
+    if isinstance(data.get("choices"), list):
+        out, done = [], False
+        for ch in data["choices"]:
+            if isinstance(ch, dict):
+                delta = ch.get("delta") if isinstance(ch.get("delta"), dict) else {}
+                if isinstance(delta.get("content"), str):
+                    out.append(delta["content"])
+                done = done or ch.get("finish_reason") is not None
+        return "".join(out), done
+    kind = ev.event or str(data.get("type") or "")
+    delta = data.get("delta") if isinstance(data.get("delta"), dict) else {}
+    if kind == "content_block_delta" and isinstance(delta.get("text"), str):
+        return delta["text"], False
+    return "", kind in ("message_stop", "content_block_stop")
+
+
+async def peek_text(ready: Ready, limit: int = PEEK_CHARS) -> str:
+    """Read the stream's opening into ``ready.first`` (the relay sends it later) until ``limit`` characters
+    of text, the end of the answer, or a read error (left for the relay to report)."""
+    parts: list[str] = []
+    size, done = 0, False
+    for ev in ready.first:
+        t, d = _event_text(ev)
+        parts.append(t)
+        size += len(t)
+        done = done or d
+    while size < limit and not done and ready.events is not None:
+        try:
+            batch = await anext(ready.events, None)
+        except Exception:  # noqa: BLE001 - a broken stream: the relay turns it into an error event
+            break
+        if batch is None:
+            break
+        ready.first.extend(batch)
+        for ev in batch:
+            t, d = _event_text(ev)
+            parts.append(t)
+            size += len(t)
+            done = done or d
+    return "".join(parts)
