@@ -56,6 +56,9 @@ models:
   refuser:
     deployments: [{{provider: sim-echo, model: sim-small}}]
     guards: {{refusal: {{action: fallback, fallback: [plain]}}}}
+  json-strict:
+    deployments: [{{provider: sim, model: sim-small}}]
+    guards: {{json: {{action: block}}}}
   refuser-claude:
     deployments: [{{provider: sim-anthropic-echo, model: sim-claude}}]
     guards: {{refusal: {{action: fallback, fallback: [claude]}}}}
@@ -222,6 +225,22 @@ def test_invalid_json_rejected_after_the_repair(gw) -> None:
                                         messages=[{"role": "user", "content": "not json at all"}])
     body = ei.value.body
     assert body["code"] == "output_invalid_json" and "after one repair retry" in body["message"]
+
+
+def test_streamed_json_with_block_policy_is_repaired_before_it_is_sent(gw) -> None:
+    with oai(gw).chat.completions.with_streaming_response.create(
+            model="json-strict", stream=True, response_format={"type": "json_object"},
+            messages=echo("this is not json")) as resp:
+        rid = resp.headers["x-bastion-request-id"]
+        text = "".join(c.choices[0].delta.content or "" for c in resp.parse() if c.choices)
+    assert isinstance(json.loads(text), dict)
+    assert [a["kind"] for a in json.loads(wait_log_row(gw[3], rid)["attempts"])] == ["first", "repair"]
+    with pytest.raises(openai.UnprocessableEntityError) as ei:  # still invalid: a clear error, no stream
+        for _ in oai(gw).chat.completions.create(model="always-echo", stream=True,
+                                                 response_format={"type": "json_object"},
+                                                 messages=[{"role": "user", "content": "not json"}]):
+            pass
+    assert ei.value.body["code"] == "output_invalid_json"
 
 
 # ---- refusals ------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from bastion.guards.answer import AnswerCheck, Hold, check_answer
 from bastion.guards.protect import Protection, protect
 from bastion.guards.stage import InputGuard, PromptInjectionDetected
 from bastion.guards.stream_guard import StreamGuard
+from bastion.guards.structured import expected_json
 from bastion.guards.tools import conversation_risk, declared_tools, should_hold
 from bastion.telemetry import Metrics
 
@@ -92,8 +93,12 @@ class GuardStage:
     @staticmethod
     def needs_whole_answer(ctx: RequestContext, policy: GuardsConfig, body: dict[str, Any], prot: Protection) -> bool:
         """A stream whose answer may have to be held back whole: a call to an irreversible tool in a risky
-        conversation can only be withheld if nothing of it was sent. Such streams are read whole from the
-        upstream, checked, then streamed to the client."""
+        conversation can only be withheld if nothing of it was sent, and JSON that must be valid (json:
+        block, with the repair retry) can only be repaired before it is sent. Such streams are read whole
+        from the upstream, checked, then streamed to the client."""
+        jp = policy.json_output
+        if jp.action == "block" and jp.repair and ctx.dialect == "openai" and expected_json(body) is not None:
+            return True
         tp = policy.tools
         if not tp.irreversible or not body.get("tools"):
             return False
