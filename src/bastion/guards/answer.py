@@ -116,9 +116,7 @@ def check_answer(resp: dict[str, Any], dialect: str, body: dict[str, Any], prot:
                     raise OutputBlocked(blocked_message(v))
                 fix = redactable(policy.output, findings)
                 if fix:
-                    new = redact(text, fix)
-                    if policy.output.html == "redact":
-                        pass  # tags and scripts are findings of their own (html.*): already removed
+                    new = redact(text, fix)  # html.* findings included: tags and scripts are removed too
         if policy.refusal.action != "off" and detect_refusal(new).score >= policy.refusal.threshold:
             out.refusal = True
         if new is not text:
@@ -192,7 +190,7 @@ def _check_tools(out: AnswerCheck, dialect: str, body: dict[str, Any], prot: Pro
             except orjson.JSONDecodeError:
                 pass  # kept as the model wrote it
         held.append(Hold("apr_" + secrets.token_hex(10), f.tool, f.call_id, args, f.choice, reason))
-    if out.response is not None and not out.changed:
+    if not out.changed:
         out.response = copy.deepcopy(out.response)
         out.changed = True
     _withhold(out.response, dialect, held)

@@ -71,7 +71,6 @@ def features(toks: list[str]) -> set[str]:
     return feats
 
 
-_uni_cache: dict[str, str] = {}
 _tok_cache: dict[str, tuple[str, ...]] = {}
 
 
@@ -84,15 +83,6 @@ def _token_features(tok: str) -> tuple[str, ...]:
             _tok_cache[tok] = f
     return f
 
-
-
-def _uni(tok: str) -> str:
-    f = _uni_cache.get(tok)
-    if f is None:
-        f = "w:" + tok
-        if len(_uni_cache) < _CHAR_CACHE_MAX:
-            _uni_cache[tok] = f
-    return f
 
 
 def window_ranges(n: int, size: int = WINDOW) -> list[tuple[int, int]]:
@@ -111,16 +101,13 @@ def window_ranges(n: int, size: int = WINDOW) -> list[tuple[int, int]]:
 
 
 def window_features(toks: list[str], size: int = WINDOW) -> list[set[str]]:
-    """``[features(w) for w in windows(toks, size)]``, sharing the work of overlapping windows: each
-    token's unigram and each bigram is built once, and character n-grams come from a per-token cache."""
-    uni = [_uni(t) for t in toks]
+    """``[features(w) for w in windows(toks, size)]``, sharing the work of overlapping windows: each bigram
+    is built once, and a token's unigram and character n-grams come from a per-token cache."""
     bi = ["b:" + a + " " + b for a, b in zip(toks, toks[1:], strict=False)]
     out = []
     for s, e in window_ranges(len(toks), size):
-        feats = set(uni[s:e])
+        feats = set(chain.from_iterable(map(_token_features, set(toks[s:e]))))
         feats.update(bi[s:e - 1])
-        for t in set(toks[s:e]):
-            feats.update(_chars(t))
         out.append(feats)
     return out
 

@@ -11,7 +11,7 @@ from bastion.config.guards import GuardsConfig, overlay
 from bastion.config.model import BastionConfig
 from bastion.guards.answer import AnswerCheck, Hold, check_answer
 from bastion.guards.protect import Protection, protect
-from bastion.guards.stage import InputGuard, PromptInjectionDetected
+from bastion.guards.stage import InputGuard, PromptInjectionDetected, scanned_texts
 from bastion.guards.stream_guard import StreamGuard
 from bastion.guards.structured import expected_json
 from bastion.guards.tools import conversation_risk, declared_tools, should_hold
@@ -22,16 +22,14 @@ from .context import RequestContext
 OFFLOAD_CHARS = 16_000  # about 4,000 tokens: the input guard runs in a worker thread beyond this
 
 
-def _text_size(body: dict[str, Any]) -> int:
-    n = 0
-    for m in body.get("messages") or ():
-        c = m.get("content") if isinstance(m, dict) else None
-        if isinstance(c, str):
-            n += len(c)
-        elif isinstance(c, list):
-            n += sum(len(p["text"]) for p in c if isinstance(p, dict) and isinstance(p.get("text"), str))
-            n += sum(len(str(p.get("content"))) for p in c if isinstance(p, dict) and p.get("type") == "tool_result")
-    return n
+def record_verdicts(ctx: RequestContext, verdicts: list[dict[str, Any]]) -> None:
+    """Verdicts into the request's log row; a flag or hold also marks the row ``guard:<name>``."""
+    ctx.guards.extend(verdicts)
+    for v in verdicts:
+        if v.get("action") in ("flag", "hold"):
+            flag = f"guard:{v['guard']}"
+            if flag not in ctx.flags:
+                ctx.flags.append(flag)
 
 
 def input_flagged(ctx: RequestContext) -> bool:
@@ -69,7 +67,8 @@ class GuardStage:
     async def scan_input(self, ctx: RequestContext, policy: GuardsConfig, body: dict[str, Any]) -> None:
         """``check_input`` off the event loop when the text is long (about 2 ms per 1,000 tokens: a large
         document would stall every other request on the loop)."""
-        if policy.input.action != "off" and _text_size(body) > OFFLOAD_CHARS:
+        if policy.input.action != "off" and \
+                sum(len(t) for _, t in scanned_texts(body, policy.input.scan)) > OFFLOAD_CHARS:
             await asyncio.to_thread(self.check_input, ctx, policy, body)
         else:
             self.check_input(ctx, policy, body)
@@ -119,13 +118,9 @@ class GuardStage:
         """Run the output guards on a whole answer in the client's dialect (raises OutputBlocked)."""
         return check_answer(answer, ctx.dialect, body, prot, policy, input_flagged=input_flagged(ctx))
 
-    def record(self, ctx: RequestContext, check: AnswerCheck) -> None:
-        ctx.guards.extend(check.verdicts)
-        for v in check.verdicts:
-            if v.get("action") in ("flag", "hold"):
-                flag = f"guard:{v['guard']}"
-                if flag not in ctx.flags:
-                    ctx.flags.append(flag)
+    @staticmethod
+    def record(ctx: RequestContext, check: AnswerCheck) -> None:
+        record_verdicts(ctx, check.verdicts)
 
     async def save_holds(self, ctx: RequestContext, holds: list[Hold]) -> None:
         if not holds:

@@ -95,22 +95,11 @@ class ReaskMixin:
                      ) -> dict[str, Any] | None:
         """One more non-streamed call for the guards (a repair, a refusal fallback): its attempts and its
         usage count for the request. None when it failed (the first answer stands)."""
-        sub = RequestContext(endpoint=ctx.endpoint, dialect=ctx.dialect, request_id=ctx.request_id, key=ctx.key,
-                             user=ctx.user, alias=route.alias, body=ctx.body, options=ctx.options)
         prior = (ctx.deployment, ctx.served_model, dict(ctx.usage))
         body = {k: v for k, v in up_body.items() if k != "stream_options"} | {"stream": False}
-        try:
-            ready = await self.executor.run(sub, route, self._maker(sub, body, False), stream=False, body=body)
-        except Exhausted as ex:
-            for a in sub.attempts:
-                a.kind = kind
-            ctx.attempts.extend(sub.attempts)
-            ctx.guards.append({"guard": "json" if kind == "repair" else "refusal", "action": "log",
-                               "message": f"the {kind.replace('_', ' ')} call failed: {ex.error.message}"})
+        ready = await self._run_extra(ctx, route, body, False, kind)
+        if ready is None:
             return None
-        for a in sub.attempts:
-            a.kind = kind
-        ctx.attempts.extend(sub.attempts)
         self._serve(ctx, ready)
         out, _ = self._answer(ctx, ready.cand.deployment.provider.dialect, ready)
         self._settle_tokens(ready, ctx)
@@ -118,6 +107,23 @@ class ReaskMixin:
         ctx.usage = _sum_usage(ctx.usage, prior[2])
         return out
 
+    async def _run_extra(self: Gateway, ctx: RequestContext, route: Route, body: dict[str, Any], stream: bool,
+                         kind: str) -> Ready | None:
+        """Run one more call for the guards on its own attempt budget; its attempts join the request's log
+        as ``kind``. None (and a logged verdict) when nothing answered."""
+        sub = RequestContext(endpoint=ctx.endpoint, dialect=ctx.dialect, request_id=ctx.request_id, key=ctx.key,
+                             user=ctx.user, alias=route.alias, body=ctx.body, options=ctx.options)
+        try:
+            return await self.executor.run(sub, route, self._maker(sub, body, stream), stream=stream, body=body)
+        except Exhausted as ex:
+            ctx.guards.append({"guard": "json" if kind == "repair" else "refusal", "action": "log",
+                               "message": f"the {kind.replace('_', ' ')} call to {route.alias} failed: "
+                                          f"{ex.error.message}"})
+            return None
+        finally:
+            for a in sub.attempts:
+                a.kind = kind
+            ctx.attempts.extend(sub.attempts)
 
     async def _stream_refusal_fallback(self: Gateway, ctx: RequestContext, policy: GuardsConfig, ready: Ready,
                                        body: dict[str, Any], up_body: dict[str, Any]) -> Ready:
@@ -134,22 +140,9 @@ class ReaskMixin:
                 return current
             ctx.guards.append({"guard": "refusal", "action": "fallback", "from": current.cand.route.alias,
                                "to": alias, "score": round(verdict.score, 3)})
-            route = self.router.route(alias, "chat")
-            sub = RequestContext(endpoint=ctx.endpoint, dialect=ctx.dialect, request_id=ctx.request_id,
-                                 key=ctx.key, user=ctx.user, alias=alias, body=ctx.body, options=ctx.options)
-            try:
-                other = await self.executor.run(sub, route, self._maker(sub, up_body, True), stream=True,
-                                                body=up_body)
-            except Exhausted as ex:
-                for a in sub.attempts:
-                    a.kind = "refusal_fallback"
-                ctx.attempts.extend(sub.attempts)
-                ctx.guards.append({"guard": "refusal", "action": "log",
-                                   "message": f"the refusal fallback to {alias} failed: {ex.error.message}"})
+            other = await self._run_extra(ctx, self.router.route(alias, "chat"), up_body, True, "refusal_fallback")
+            if other is None:
                 continue
-            for a in sub.attempts:
-                a.kind = "refusal_fallback"
-            ctx.attempts.extend(sub.attempts)
             self._abandon(ctx, current, body, text)
             current = other
             self._serve(ctx, current)

@@ -29,6 +29,7 @@ from .accumulate import (
     usage_from_openai,
 )
 from .context import Attempt, RequestContext
+from .guarding import record_verdicts
 
 log = logging.getLogger("bastion.relay")
 
@@ -262,10 +263,7 @@ class StreamRelay:
     def _settle(self) -> None:
         ctx = self.ctx
         if self.guard is not None and self.guard.verdicts:
-            ctx.guards.extend(self.guard.verdicts)
-            for v in self.guard.verdicts:
-                if v.get("action") == "flag" and f"guard:{v['guard']}" not in ctx.flags:
-                    ctx.flags.append(f"guard:{v['guard']}")
+            record_verdicts(ctx, self.guard.verdicts)
             self.guard.verdicts = []
         if self.acc_openai is not None:
             ctx.response = self.acc_openai.result()
