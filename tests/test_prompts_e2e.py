@@ -62,6 +62,7 @@ def test_prompt_by_label_renders_and_logs_the_version(gw) -> None:
     assert isinstance(json.loads(r.choices[0].message.content), dict)  # the prompt's response_format applied
     row = wait_log_row(gw[2], raw.headers["x-bastion-request-id"])
     assert row["prompt_version"].startswith("support-reply@1#")
+    assert raw.headers["x-bastion-prompt-version"] == row["prompt_version"]
     sent = json.loads(row["request"])
     assert sent["model"] == "sim-small" and sent["temperature"] == 0.2 and "prompt" not in sent
     assert "Customer: Ann" in sent["messages"][1]["content"] and "friendly" in sent["messages"][0]["content"]

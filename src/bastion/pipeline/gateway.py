@@ -199,6 +199,8 @@ class Gateway(ReaskMixin):
             h["x-bastion-fallback-model"] = ctx.served_alias
         if ctx.cost_usd is not None:
             h["x-bastion-cost"] = f"{ctx.cost_usd:f}"
+        if ctx.prompt_version:
+            h["x-bastion-prompt-version"] = ctx.prompt_version
         fired = [f"{g['guard']}={g['action']}" for g in ctx.guards if g.get("action") not in (None, "pass")]
         if fired:
             h["x-bastion-guard"] = ",".join(fired)
