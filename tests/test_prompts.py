@@ -259,6 +259,31 @@ def test_promote_current_records_the_file_first(pdir: Path) -> None:
     assert reg.versions("support-reply")[0].number == 1
 
 
+def _promote_many(directory: str, labels: list[str]) -> None:
+    reg = PromptRegistry(directory)
+    for label in labels:
+        reg.promote("support-reply", 1, label)
+
+
+def test_concurrent_writers_in_other_processes_lose_no_label(pdir: Path) -> None:
+    """Every promote is a read-modify-write of the lock file: writers in several processes (parallel CI
+    jobs) are serialised by a lock on the folder, so no label written by one is lost by another."""
+    import multiprocessing
+
+    PromptRegistry(pdir).lock()
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_promote_many, args=(str(pdir), [f"p{i}-{k}" for k in range(15)]))
+             for i in range(6)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    labels = PromptRegistry(pdir).labels("support-reply")
+    assert len(labels) == 90 and set(labels.values()) == {1}
+    assert not [f for f in pdir.iterdir() if f.name.endswith(".tmp")]  # no stray temporary files
+
+
 def test_rollback_walks_back_the_label_history(pdir: Path) -> None:
     reg = _three_versions(pdir)
     reg.promote("support-reply", 1, "production")

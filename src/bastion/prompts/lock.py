@@ -8,6 +8,9 @@ Decisions:
 - Each label keeps the versions it pointed at before (``label_history``, oldest first); rollback pops it.
 - Writes are atomic (a temporary file in the same folder, fsync, ``os.replace``) and deterministic
   (prompts, labels and keys in a fixed order), so the file diffs cleanly in review.
+- A write is read-modify-write, so writers are serialised across processes too (two ``promote`` runs in
+  CI at once must not lose a label): ``exclusive`` takes an advisory ``flock`` on the lock file's folder
+  (no extra file to commit or ignore). Readers never lock; they see whole files thanks to ``os.replace``.
 - Reading never writes. A lock file that fails validation (including a spec that no longer matches its
   recorded hash, i.e. a hand edit) is an error; it is never silently rewritten.
 - The functions here are pure: they take a ``Lock`` and return a new one.
@@ -18,6 +21,8 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -126,6 +131,24 @@ def to_yaml(lock: Lock) -> str:
                               "spec": readable(v.spec)} for v in sorted(p.versions, key=lambda v: v.number)]
         prompts[name] = entry
     return _HEADER + _yaml.dump({"lock_version": LOCK_FORMAT, "prompts": prompts})
+
+
+@contextmanager
+def exclusive(path: Path) -> Iterator[None]:
+    """Hold the cross-process write lock of the lock file at ``path`` (blocking). Not re-entrant: take it
+    once per write, around the read of the file as well as its replacement."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: in-process serialisation only
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
 
 
 def write_lock(path: Path, lock: Lock) -> None:

@@ -239,7 +239,7 @@ class PromptRegistry:
     def lock(self, names: Iterable[str] | None = None) -> list[PromptVersion]:
         """Record every prompt file (or only those of ``names``) whose content is new; returns the versions
         added, by name. Refuses (PromptSpecError) while any of those files is invalid, writing nothing."""
-        with self._write:
+        with self._write, _lock.exclusive(self.lock_path):
             self.reload_if_changed()
             st = self._state
             wanted = sorted(st.files) if names is None else sorted(set(names))
@@ -266,7 +266,7 @@ class PromptRegistry:
         """Point ``label`` at a version (a number, label, hash prefix or ``current``). The current file is
         recorded first if that is what is promoted; any other version must already be recorded."""
         _lock.check_label(label)
-        with self._write:
+        with self._write, _lock.exclusive(self.lock_path):
             self.reload_if_changed()
             lock = _lock.read_lock(self.lock_path)
             target = self.resolve(f"{name}@{version}")
@@ -280,7 +280,7 @@ class PromptRegistry:
 
     def rollback(self, name: str, label: str) -> int:
         """Point ``label`` back at the version it pointed at before; returns that version's number."""
-        with self._write:
+        with self._write, _lock.exclusive(self.lock_path):
             self.reload_if_changed()
             self._known(self._state, name)
             lock, number = _lock.rolled_back(_lock.read_lock(self.lock_path), name, label)
