@@ -386,9 +386,13 @@ class Executor:
     # ---- when nothing answered ---------------------------------------------------------------
     def _summary(self, ctx: RequestContext, failures: list[AttemptFailed], dl: Deadlines) -> BastionError:
         skipped = [a for a in ctx.attempts if not a.sent]
-        if failures and dl.remaining() <= 0:
+        if dl.remaining() <= _DEADLINE_SLACK_S:  # timers may fire a hair before the deadline they serve
             trail = "; ".join(f"{a.deployment}: {a.error}" for a in ctx.attempts if a.outcome != "ok")
-            return UpstreamTimeout(f"the request's total timeout ran out after {len(failures)} attempt(s) ({trail})")
+            if failures:
+                return UpstreamTimeout(
+                    f"the request's total timeout ran out after {len(failures)} attempt(s) ({trail})")
+            return UpstreamTimeout("the request's total timeout ran out before any attempt could be made"
+                                   + (f" ({trail})" if trail else ""))
         if not failures:
             if skipped and all(a.error_code == "breaker_open" for a in skipped):
                 names = ", ".join(sorted({a.deployment for a in skipped}))
@@ -412,6 +416,9 @@ class Executor:
                                  code="upstream_rate_limited", headers=last.headers)
         return UpstreamError(f"{head}; no deployment of this model could answer ({trail})", status=503,
                              code="upstreams_failed", headers={"retry-after": "1"})
+
+
+_DEADLINE_SLACK_S = 0.005
 
 
 def _filtered_answer(ready: Ready, targets: tuple[str, ...]) -> AttemptFailed | None:
