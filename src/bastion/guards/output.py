@@ -479,6 +479,7 @@ class StreamScanner:
         self._offset = 0  # absolute position of _buf[0]
         self._searched = 0  # characters of _buf already searched for a _SUSPECT
         self._susp = -1  # index in _buf of the first _SUSPECT found, or -1
+        self._no_space = -1  # a _fast limit known to have no whitespace before it in _buf (until _advance)
         self.findings: list[Finding] = []
 
     def _fast(self) -> str:
@@ -498,9 +499,12 @@ class StreamScanner:
             if m is not None:
                 self._susp = lo + m.start()
         limit = self._susp if self._susp >= 0 else len(buf)
+        if limit == self._no_space:  # stuck at the same suspect: still no whitespace before it
+            return ""
         c = max(buf.rfind(" ", 0, limit), buf.rfind("\n", 0, limit), buf.rfind("\t", 0, limit),
                 buf.rfind("\r", 0, limit)) + 1
         if c <= 0:
+            self._no_space = limit
             return ""
         emitted = buf[:c]
         self._advance(c)
@@ -510,6 +514,7 @@ class StreamScanner:
         """``n`` characters of the buffer were emitted."""
         emitted = self._buf[:n]
         self._offset += n
+        self._no_space = -1
         self._prev = (self._prev + emitted)[-self._CTX:]
         self._buf = self._buf[n:]
         self._searched = max(0, self._searched - n)
@@ -529,10 +534,16 @@ class StreamScanner:
         return self.hold_back
 
     def _emit(self, final: bool) -> str:
-        fast = "" if final else self._fast()
-        hold = self.hold_back if final else self._hold()
-        if not final and len(self._buf) <= hold + self.min_emit:
-            return fast
+        if final:
+            fast, hold = "", self.hold_back
+        else:
+            fast = self._fast()
+            n = len(self._buf)
+            if n <= self.short_hold + self.min_emit:  # within even the shorter hold: nothing more to release
+                return fast
+            hold = self._hold()
+            if n <= hold + self.min_emit:
+                return fast
         text = self._prev + self._buf
         base = len(self._prev)
         raw: list[tuple[int, int]] = []

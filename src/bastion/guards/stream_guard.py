@@ -89,8 +89,13 @@ class _Text:
                                      canary=False)
         if self.withheld:
             return LEAK_NOTICE
-        out = self.scanner.feed(text) if self.scanner is not None else text
-        self._check_block()
+        scanner = self.scanner
+        if scanner is None:
+            out = text
+        else:
+            out = scanner.feed(text)
+            if len(scanner.findings) != self.checked:
+                self._check_block()
         if out:
             self.parts.append(out)
         return out
@@ -191,18 +196,21 @@ class StreamGuard:
     def openai_chunk(self, chunk: dict[str, Any]) -> dict[str, Any]:
         """The chunk to send (changed in place when text was held back or redacted)."""
         choices = chunk.get("choices")
-        for ch in choices if isinstance(choices, list) else ():
-            if not isinstance(ch, dict):
+        for ch in choices if type(choices) is list else ():
+            if type(ch) is not dict:
                 continue
-            i = _index(ch.get("index", 0))
+            i = ch.get("index", 0)
+            if type(i) is not int:
+                i = _index(i)
             delta = ch.get("delta")
-            if not isinstance(delta, dict):
+            if type(delta) is not dict:
                 delta = ch["delta"] = {}
             content = delta.get("content")
-            if isinstance(content, str) and content:
-                delta["content"] = self._text(i, f"choices.{i}").feed(content)
+            if content and type(content) is str:
+                t = self.texts.get(i)
+                delta["content"] = (t if t is not None else self._text(i, f"choices.{i}")).feed(content)
             calls = delta.get("tool_calls")
-            for tc in calls if isinstance(calls, list) else ():
+            for tc in calls if type(calls) is list else ():
                 if not isinstance(tc, dict):
                     continue
                 st = self.calls.setdefault((i, _index(tc.get("index", 0))), {"id": None, "name": None, "args": []})
