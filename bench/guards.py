@@ -445,6 +445,28 @@ def micro(args: argparse.Namespace) -> dict[str, Any]:
         for ch in cs:
             sg.openai_chunk(ch)  # type: ignore[union-attr]
 
+    def stream_open(arg: tuple[RequestContext, list[dict[str, Any]]]) -> None:
+        c, cs = arg  # the role chunk and the first content chunk: what the relay reads before the first byte
+        stage.check_input(c, policy, body)
+        _, p = stage.protect(policy, body, "openai")
+        sg = stage.stream_guard(policy, p, body, "openai")
+        for ch in cs:
+            sg.openai_chunk(ch)  # type: ignore[union-attr]
+
+    def opened() -> tuple[RequestContext, list[dict[str, Any]]]:
+        return _ctx(), copy.deepcopy(template[:2])
+
+    def stream_close(arg: tuple[Any, dict[str, Any]]) -> None:
+        sg, last = arg  # the finish chunk: final flush, leak and refusal checks on the whole answer
+        sg.openai_chunk(last)
+
+    def almost_done() -> tuple[Any, dict[str, Any]]:
+        cs = chunks()
+        sg = stage.stream_guard(policy, prot, body, "openai")
+        for ch in cs[:-1]:
+            sg.openai_chunk(ch)  # type: ignore[union-attr]
+        return sg, cs[-1]
+
     cases: list[tuple[str, str, Callable[[Any], Any], Callable[[], Any] | None]] = [
         ("input_rules", "input guard, rules only (check_input)",
          lambda c: stage.check_input(c, rules_only, body), _ctx),
@@ -461,7 +483,9 @@ def micro(args: argparse.Namespace) -> dict[str, Any]:
          lambda c: stage.check_answer(c, policy, prot, body, answer), _ctx),
         ("stream_guard", f"stream guard, {len(template)} chunks (per stream)", stream, chunks),
         ("all_nonstream", "ALL DEFAULTS, non-stream", all_nonstream, _ctx),
-        ("all_stream", "ALL DEFAULTS, stream", all_stream, lambda: (_ctx(), chunks())),
+        ("all_stream", "ALL DEFAULTS, stream: CPU over the whole stream", all_stream, lambda: (_ctx(), chunks())),
+        ("stream_open", "ALL DEFAULTS, stream: before the first byte", stream_open, opened),
+        ("stream_close", "ALL DEFAULTS, stream: after the last chunk", stream_close, almost_done),
     ]
     samples: dict[str, list[int]] = {name: [] for name, *_ in cases}
     half = max(1, args.iterations // 2)
@@ -652,7 +676,7 @@ def print_table(result: dict[str, Any]) -> None:
         w(hdr)
         w("-" * (len(hdr) - 1) + "\n")
         for name, r in m["rows"].items():
-            if name.startswith("all_"):
+            if name.startswith(("all_", "stream_open", "stream_close")):
                 continue
             w(f"{r['what']:<48}{_f(r['p50']):>9}{_f(r['p90']):>9}{_f(r['p99']):>9}{_f(r['mean']):>9}"
               f"{_f(r['max']):>9}\n")
@@ -666,7 +690,7 @@ def print_table(result: dict[str, Any]) -> None:
           f"{_f(hb['delay_chunks']['mean'], 1):>9}{_f(hb['delay_chunks']['max'], 0):>9}"
           f"  (first text in chunk {hb['first_content_chunk']})\n")
         w("-" * (len(hdr) - 1) + "\n")
-        for name in ("all_nonstream", "all_stream"):
+        for name in ("all_nonstream", "all_stream", "stream_open", "stream_close"):
             r = m["rows"][name]
             w(f"{r['what']:<48}{_f(r['p50']):>9}{_f(r['p90']):>9}{_f(r['p99']):>9}{_f(r['mean']):>9}"
               f"{_f(r['max']):>9}\n")
@@ -697,8 +721,12 @@ def print_table(result: dict[str, Any]) -> None:
     if "micro_nonstream_p50_ms" in req:
         w(f"  in-process, non-stream: {_f(req['micro_nonstream_p50_ms'])} ms p50 -> "
           f"{'met' if req['micro_nonstream_met'] else 'NOT MET'}\n")
-        w(f"  in-process, stream:     {_f(req['micro_stream_p50_ms'])} ms p50 -> "
+        w(f"  in-process, stream:     {_f(req['micro_stream_added_p50_ms'])} ms p50 added (before the first byte "
+          f"{_f(req['micro_stream_open_p50_ms'])} + after the last chunk {_f(req['micro_stream_close_p50_ms'])}) -> "
           f"{'met' if req['micro_stream_met'] else 'NOT MET'}\n")
+        w(f"                          in between, {_f(req['micro_stream_per_chunk_us'], 2)} µs per chunk as it passes "
+          f"(CPU over the whole stream {_f(req['micro_stream_p50_ms'])} ms: the added latency only when the "
+          "upstream sends the whole answer at once)\n")
     for md in (e or {}).get("modes", []):
         w(f"  end to end, {md['mode']}: default - off = {_f(md['default_minus_off']['p50_ms'], 2, True)} ms p50 "
           f"(200-token answer)\n")
@@ -753,11 +781,18 @@ def assess(result: dict[str, Any]) -> dict[str, Any]:
     m = result.get("micro")
     if m:
         req["micro_nonstream_p50_ms"] = m["rows"]["all_nonstream"]["p50"]
-        req["micro_stream_p50_ms"] = m["rows"]["all_stream"]["p50"]
+        req["micro_stream_p50_ms"] = m["rows"]["all_stream"]["p50"]  # CPU over the whole stream
+        req["micro_stream_open_p50_ms"] = m["rows"]["stream_open"]["p50"]
+        req["micro_stream_close_p50_ms"] = m["rows"]["stream_close"]["p50"]
+        req["micro_stream_per_chunk_us"] = m["per_chunk_us"]["measured"]["p50"]
+        # A stream's latency: what is added before its first byte and after its last chunk; each chunk in
+        # between is delayed by its own few microseconds (and the hold-back, reported in chunks).
+        req["micro_stream_added_p50_ms"] = req["micro_stream_open_p50_ms"] + req["micro_stream_close_p50_ms"]
         req["micro_nonstream_met"] = req["micro_nonstream_p50_ms"] < LIMIT_MS
-        req["micro_stream_met"] = req["micro_stream_p50_ms"] < LIMIT_MS
+        req["micro_stream_met"] = req["micro_stream_added_p50_ms"] < LIMIT_MS
         req["met"] = req["micro_nonstream_met"] and req["micro_stream_met"]
-        parts = [f"non-stream {req['micro_nonstream_p50_ms']:.2f} ms", f"stream {req['micro_stream_p50_ms']:.2f} ms"]
+        parts = [f"non-stream {req['micro_nonstream_p50_ms']:.2f} ms",
+                 f"stream {req['micro_stream_added_p50_ms']:.2f} ms before the first byte and after the last chunk"]
         req["verdict"] = (("met" if req["met"] else "NOT MET") + " in-process (" + ", ".join(parts) + " p50 for a "
                           f"{result['workload']['request']['user_tokens']}-token request and a "
                           f"{result['workload']['answer']['tokens_o200k']}-token answer)")

@@ -14,7 +14,7 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 
 MICRO_ROWS = {"input_rules", "input_rules_classifier", "protect", "answer_leak", "answer_scan", "answer_refusal",
-              "check_answer", "stream_guard", "all_nonstream", "all_stream"}
+              "check_answer", "stream_guard", "all_nonstream", "all_stream", "stream_open", "stream_close"}
 TARGETS = ("direct", "guards_off", "guards_default")
 
 
@@ -69,4 +69,5 @@ def test_guards_bench_quick_run(tmp_path: Path) -> None:
     assert req["limit_ms"] == 5.0
     assert isinstance(req["met"], bool) and req["verdict"]
     assert req["micro_nonstream_p50_ms"] is not None and req["micro_stream_p50_ms"] is not None
+    assert req["micro_stream_added_p50_ms"] == req["micro_stream_open_p50_ms"] + req["micro_stream_close_p50_ms"]
     assert result["exit_codes"] == {"guards_default": 0, "guards_off": 0, "sim": 0}

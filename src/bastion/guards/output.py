@@ -533,17 +533,11 @@ class StreamScanner:
             return self.short_hold
         return self.hold_back
 
-    def _emit(self, final: bool) -> str:
-        if final:
-            fast, hold = "", self.hold_back
-        else:
-            fast = self._fast()
-            n = len(self._buf)
-            if n <= self.short_hold + self.min_emit:  # within even the shorter hold: nothing more to release
-                return fast
-            hold = self._hold()
-            if n <= hold + self.min_emit:
-                return fast
+    def _emit(self, final: bool, fast: str = "") -> str:
+        """Scan the buffer and release what no match in progress can still reach (everything if final)."""
+        hold = self.hold_back if final else self._hold()
+        if not final and len(self._buf) <= hold + self.min_emit:
+            return fast
         text = self._prev + self._buf
         base = len(self._prev)
         raw: list[tuple[int, int]] = []
@@ -583,7 +577,10 @@ class StreamScanner:
 
     def feed(self, chunk: str) -> str:
         self._buf += chunk
-        return self._emit(final=False)
+        fast = self._fast()
+        if len(self._buf) <= self.short_hold + self.min_emit:  # within even the shorter hold: nothing to scan
+            return fast
+        return self._emit(False, fast)
 
     def finish(self) -> str:
         out = self._emit(final=True)
