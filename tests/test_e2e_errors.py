@@ -127,6 +127,10 @@ BAD_CHAT = [
         {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "not json"}}]},
         {"role": "tool", "tool_call_id": "c1", "content": "r"}]}, None),
     ({"model": "sim-claude", "messages": user("hi"), "functions": [{"name": "f"}]}, None),
+    ({"model": "sim-small", "messages": [{"role": "user", "content": "doc", "untrusted": 1}]},
+     "messages[0].untrusted"),
+    ({"model": "sim-small", "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "doc", "untrusted": {"source": "web"}}]}]}, "messages[0].content[0].untrusted"),
 ]
 
 
@@ -157,6 +161,8 @@ BAD_MESSAGES = [
         {"type": "image", "source": {"type": "file", "file_id": "f"}}]}]}, None),
     ({"model": "sim-small", "max_tokens": 10, "messages": user("hi"),
       "tools": [{"type": "web_search_20250305", "name": "web_search"}]}, None),
+    ({"model": "sim-claude", "max_tokens": 10, "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "doc", "untrusted": ["web"]}]}]}, "messages[0].content[0].untrusted"),
 ]
 
 

@@ -346,11 +346,19 @@ def test_untrusted_content_part() -> None:
     assert conversation_risk(body, "anthropic", False) == (True, False)
 
 
-@pytest.mark.parametrize("mark", [False, "true", 1, None, "yes"])
-def test_only_untrusted_true_counts(mark: object) -> None:
+@pytest.mark.parametrize("mark", [False, None, "", "  ", 1])
+def test_only_true_or_a_label_marks_untrusted(mark: object) -> None:
     body = {"messages": [{"role": "user", "content": [{"type": "text", "text": "x", "untrusted": mark}],
                           "untrusted": mark}]}
     assert conversation_risk(body, "openai", False) == (False, False)
+
+
+@pytest.mark.parametrize("where", ["message", "part"])
+def test_a_source_label_marks_untrusted_as_true_does(where: str) -> None:
+    """The same rule as untrusted marking (protect.untrusted_label): a label such as "email" is a mark."""
+    part = {"type": "text", "text": "x", **({"untrusted": "email"} if where == "part" else {})}
+    body = {"messages": [{"role": "user", "content": [part], **({"untrusted": "email"} if where == "message" else {})}]}
+    assert conversation_risk(body, "openai", False) == (True, False)
 
 
 def test_openai_tool_results_are_untrusted() -> None:

@@ -78,6 +78,15 @@ def _content_parts(content: Any, param: str, *, allow_none: bool) -> None:
     for j, part in enumerate(content):
         if not isinstance(part, dict) or not isinstance(part.get("type"), str):
             raise _fail("each content part must be an object with a string 'type'", f"{param}[{j}]")
+        _untrusted(part, f"{param}[{j}]")
+
+
+def _untrusted(item: dict[str, Any], param: str) -> None:
+    """Bastion's marker for untrusted content (docs/guards.md): a boolean, or a short source label."""
+    v = item.get("untrusted")
+    if v is not None and not isinstance(v, bool | str):
+        raise _fail(f"must be true, false or a short source label such as \"web\", got {_type_name(v)}",
+                    f"{param}.untrusted")
 
 
 def _tools_openai(tools: Any) -> None:
@@ -112,6 +121,7 @@ def validate_chat(body: dict[str, Any]) -> None:
         if role not in OPENAI_ROLES:
             raise _fail(f"must be one of {', '.join(sorted(OPENAI_ROLES))}, got {role!r:.40}", f"{p}.role")
         allow_none = role == "assistant"
+        _untrusted(msg, p)
         _content_parts(msg.get("content"), f"{p}.content", allow_none=allow_none)
         if role == "tool" and not isinstance(msg.get("tool_call_id"), str):
             raise _fail("a tool message needs tool_call_id (the id of the call it answers)", f"{p}.tool_call_id")
@@ -175,6 +185,7 @@ def validate_messages(body: dict[str, Any]) -> None:
             raise _fail(f"must be an object with role and content, got {_type_name(msg)}", p)
         if msg.get("role") not in ANTHROPIC_ROLES:
             raise _fail(f"must be 'user' or 'assistant', got {msg.get('role')!r:.40}", f"{p}.role")
+        _untrusted(msg, p)
         _content_parts(msg.get("content"), f"{p}.content", allow_none=False)
     system = body.get("system")
     if system is not None and not isinstance(system, str | list):

@@ -40,7 +40,9 @@ class Protection:
     untrusted_parts: int = 0
 
 
-def _label(v: Any) -> str | None:
+def untrusted_label(v: Any) -> str | None:
+    """The source label of an ``untrusted`` marker (``true`` -> "untrusted"), or None when the value does not
+    mark anything (false, absent, empty). The one definition every guard uses."""
     if v is True:
         return "untrusted"
     if isinstance(v, str) and v.strip():
@@ -82,7 +84,7 @@ class _Marker:
     def part(self, p: Any, inherited: str | None) -> Any:
         if not isinstance(p, dict):
             return p
-        src = _label(p.get("untrusted")) or inherited
+        src = untrusted_label(p.get("untrusted")) or inherited
         out = {k: v for k, v in p.items() if k != "untrusted"} if "untrusted" in p else p
         if p.get("type") == "tool_result":
             self.tools_seen = True
@@ -109,7 +111,7 @@ class _Marker:
     def message(self, m: Any) -> Any:
         if not isinstance(m, dict):
             return m
-        src = _label(m.get("untrusted"))
+        src = untrusted_label(m.get("untrusted"))
         out = {k: v for k, v in m.items() if k != "untrusted"}
         if m.get("role") == "tool":
             self.tools_seen = True

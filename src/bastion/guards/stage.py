@@ -10,6 +10,7 @@ from bastion.config.guards import InputGuardConfig
 from bastion.errors import BastionError
 
 from .input import scan_input
+from .protect import untrusted_label
 
 log = logging.getLogger("bastion.guards")
 
@@ -28,7 +29,7 @@ def _texts(content: Any, only_untrusted: bool = False) -> list[str]:
     if isinstance(content, list):
         for part in content:
             if isinstance(part, dict):
-                if isinstance(part.get("text"), str) and (not only_untrusted or part.get("untrusted")):
+                if isinstance(part.get("text"), str) and (not only_untrusted or untrusted_label(part.get("untrusted"))):
                     out.append(part["text"])
                 if part.get("type") == "tool_result":
                     out.extend(_texts(part.get("content")))
@@ -43,7 +44,7 @@ def scanned_texts(body: dict[str, Any], scope: str) -> list[tuple[str, str]]:
         if not isinstance(m, dict):
             continue
         role = m.get("role")
-        if scope == "all" or role in ("user", "tool") or m.get("untrusted"):
+        if scope == "all" or role in ("user", "tool") or untrusted_label(m.get("untrusted")):
             out.extend((f"messages.{i}", t) for t in _texts(m.get("content")))
         else:
             out.extend((f"messages.{i}", t) for t in _texts(m.get("content"), only_untrusted=True))

@@ -29,6 +29,7 @@ from typing import Any, Literal
 
 from bastion.config.guards import ToolGuardConfig
 
+from .protect import untrusted_label
 from .structured import parse_json, validate_instance
 
 __all__ = ["DIALECTS", "ToolCall", "ToolFinding", "calls_in_response", "check_calls", "conversation_risk",
@@ -192,7 +193,7 @@ def check_calls(policy: ToolGuardConfig, declared: dict[str, dict[str, Any] | No
 
 
 def _marked(item: Any) -> bool:
-    return isinstance(item, dict) and item.get("untrusted") is True
+    return isinstance(item, dict) and untrusted_label(item.get("untrusted")) is not None
 
 
 def _content_risky(content: Any) -> bool:
@@ -207,8 +208,8 @@ def _content_risky(content: Any) -> bool:
 
 
 def conversation_risk(body: dict[str, Any], dialect: str, input_flagged: bool) -> tuple[bool, bool]:
-    """(has_untrusted, flagged). has_untrusted: a message or content part carries ``"untrusted": true``
-    (exactly ``true``, not merely truthy), or the conversation holds a tool result (OpenAI ``role: tool``
+    """(has_untrusted, flagged). has_untrusted: a message or content part carries an ``untrusted`` marker
+    (``true`` or a source label: ``protect.untrusted_label``), or the conversation holds a tool result (OpenAI ``role: tool``
     or legacy ``role: function``; Anthropic ``tool_result`` blocks), or (Anthropic) a ``system`` block is
     marked. flagged: ``input_flagged``, the input guard's verdict, passed through."""
     _check_dialect(dialect)
