@@ -37,6 +37,7 @@ from .first_token import read_to_first_token
 MakeRequest = Callable[[Candidate], tuple[str, bytes]]
 
 HEDGE_MEDIAN_FLOOR = 1.5  # an observed-percentile hedge delay is at least 1.5 × the median first-token time
+_DEADLINE_SLACK_S = 0.005  # a deadline this close is spent: timers may fire a hair before the time they serve
 
 
 @dataclass(slots=True)
@@ -416,9 +417,6 @@ class Executor:
                                  code="upstream_rate_limited", headers=last.headers)
         return UpstreamError(f"{head}; no deployment of this model could answer ({trail})", status=503,
                              code="upstreams_failed", headers={"retry-after": "1"})
-
-
-_DEADLINE_SLACK_S = 0.005
 
 
 def _filtered_answer(ready: Ready, targets: tuple[str, ...]) -> AttemptFailed | None:
