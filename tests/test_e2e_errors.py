@@ -131,6 +131,11 @@ BAD_CHAT = [
      "messages[0].untrusted"),
     ({"model": "sim-small", "messages": [{"role": "user", "content": [
         {"type": "text", "text": "doc", "untrusted": {"source": "web"}}]}]}, "messages[0].content[0].untrusted"),
+    ({"model": "sim-small", "messages": user("hi"), "tools": [{"type": "function", "function": {
+        "name": "f", "parameters": {"type": "object", "properties": {"a": {"type": 5}}}}}]}, "tools"),
+    ({"model": "sim-small", "messages": user("hi"), "response_format": {"type": "json_schema", "json_schema": {
+        "name": "r", "schema": {"type": "object", "properties": {"a": {"pattern": "(["}}}}}},
+     "response_format.json_schema.schema"),
 ]
 
 
@@ -163,6 +168,8 @@ BAD_MESSAGES = [
       "tools": [{"type": "web_search_20250305", "name": "web_search"}]}, None),
     ({"model": "sim-claude", "max_tokens": 10, "messages": [{"role": "user", "content": [
         {"type": "text", "text": "doc", "untrusted": ["web"]}]}]}, "messages[0].content[0].untrusted"),
+    ({"model": "sim-claude", "max_tokens": 10, "messages": user("hi"),
+      "tools": [{"name": "f", "input_schema": {"type": "object", "required": "a"}}]}, "input_schema"),
 ]
 
 

@@ -276,6 +276,7 @@ class Gateway(ReaskMixin):
             ctx.alias = route.alias
         ctx.stream = stream = bool(body.get("stream"))
         policy = self.guarding.policy(route.alias, ctx.key.tenant if ctx.key else "default")
+        self.guarding.check_schemas(policy, body, ctx.dialect)
         await self.guarding.scan_input(ctx, policy, body)
         if pin is None:
             hit = await self.caching.before(ctx, route, body, "chat")

@@ -9,11 +9,12 @@ from typing import Any
 
 from bastion.config.guards import GuardsConfig, overlay
 from bastion.config.model import BastionConfig
+from bastion.errors import InvalidRequest
 from bastion.guards.answer import AnswerCheck, Hold, check_answer
 from bastion.guards.protect import Protection, protect
 from bastion.guards.stage import InputGuard, PromptInjectionDetected, scanned_texts
 from bastion.guards.stream_guard import StreamGuard
-from bastion.guards.structured import expected_json
+from bastion.guards.structured import expected_json, schema_problem
 from bastion.guards.tools import conversation_risk, declared_tools, should_hold
 from bastion.telemetry import Metrics
 
@@ -72,6 +73,29 @@ class GuardStage:
             await asyncio.to_thread(self.check_input, ctx, policy, body)
         else:
             self.check_input(ctx, policy, body)
+
+    @staticmethod
+    def check_schemas(policy: GuardsConfig, body: dict[str, Any], dialect: str) -> None:
+        """A request schema the guards will validate against must be a valid JSON schema: a broken tool
+        ``parameters`` / ``input_schema`` or ``response_format`` schema is the caller's 400 before any upstream
+        call, not a 422 after a paid one. (Schemas set in the route's config were checked at load.)"""
+        if policy.tools.action != "off":
+            for name, schema in declared_tools(body, dialect).items():
+                if schema is None or name in policy.tools.schemas:
+                    continue
+                problem = schema_problem(schema)
+                if problem is not None:
+                    problem = problem.removeprefix("schema is invalid: ")
+                    field = "parameters" if dialect == "openai" else "input_schema"
+                    raise InvalidRequest(f"tools: the {field} of tool {name!r} is not a usable JSON schema "
+                                         f"({problem})", param="tools")
+        if dialect == "openai" and policy.json_output.action != "off":
+            wanted = expected_json(body)
+            problem = schema_problem(wanted[1]) if wanted is not None and wanted[1] is not None else None
+            if problem is not None:
+                problem = problem.removeprefix("schema is invalid: ")
+                raise InvalidRequest(f"response_format.json_schema.schema is not a usable JSON schema ({problem})",
+                                     param="response_format.json_schema.schema")
 
     def check_input(self, ctx: RequestContext, policy: GuardsConfig, body: dict[str, Any]) -> None:
         try:
