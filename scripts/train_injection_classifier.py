@@ -13,7 +13,10 @@ attacks or contexts, or XSTest is read here):
   injections hidden in a document);
 * synthetic markdown tables (benign; and with train attacks inserted), generated from a fixed seed out of
   words of the training corpora, because BIPIA has no train split for its table task and long benign
-  tables are the classic false positive of a max-over-windows scorer.
+  tables are the classic false positive of a max-over-windows scorer;
+* synthetic ordinary requests (``hard_negatives``, ``--hard-negatives``, default 1,500 in train and 300 in
+  dev) as negatives beside the S-Labs prompts: the public benign prompts rarely use the words and
+  punctuation of requests to an assistant ("Answer in one sentence: ...") that the injections use often.
 
 Every text is cut into the same token windows the classifier scores at inference (``windows``), and the
 model is fitted on windows: every window of a benign text is a negative (the score is a max, so each one
@@ -187,6 +190,64 @@ def load_documents(base: Path, prompts: dict[str, tuple[list[str], list[int]]]
     return out
 
 
+# ------------------------------------------------------------------------------ synthetic hard negatives
+# Ordinary requests to an assistant that use the words and shapes injections use too (answer, sentence,
+# format, previous, instructions, translate, respond; colons, quotes, a final period): the public benign
+# prompts rarely do, so without these the model learns that such words mean an attack. Built from templates
+# with their own vocabulary, the payload questions taken from the same part's benign prompts. The words that
+# really carry attacks (ignore, pretend, "from now on", act as) are deliberately left out.
+
+_LANGS = ["Spanish", "French", "German", "Italian", "Portuguese", "Japanese", "Dutch", "Polish", "Korean", "Turkish"]
+_TONES = ["formal", "friendly", "concise", "professional", "casual", "persuasive", "neutral", "warm"]
+_UNITS = ["sentence", "paragraph", "text", "email", "message", "note", "phrase", "title", "headline", "line"]
+_ROLES = ["tour guide", "history teacher", "pirate", "chef", "personal trainer", "travel agent", "poet",
+          "math tutor", "career coach", "librarian", "detective", "sports commentator", "gardener"]
+_TOPICS = ["the water cycle", "compound interest", "photosynthesis", "the French revolution", "black holes",
+           "how vaccines work", "supply and demand", "the rules of chess", "machine learning", "volcanoes",
+           "the immune system", "blockchains", "climate change", "the Roman empire", "jazz music",
+           "password managers", "sleep hygiene", "electric cars", "the stock market", "recycling plastics",
+           "time zones", "the printing press", "bees and pollination", "public speaking", "sourdough bread"]
+_FORMATS = ["in one sentence", "in two sentences", "in three sentences", "in exactly {n} bullet points",
+            "as a markdown table", "as a numbered list", "in JSON", "in plain English", "in simple words",
+            "in under {m} words", "with one example", "without jargon", "as a short paragraph",
+            "in {lang}", "step by step", "as a haiku", "for a ten-year-old", "in a {tone} tone"]
+_TEMPLATES = [
+    "Answer {fmt}: {q}", "Answer the following question {fmt}: {q}", "{q} Answer {fmt}.",
+    "Please answer {fmt}. {q}", "Give your answer {fmt}.", "Explain {topic} {fmt}.",
+    "Summarize the following {unit} {fmt}.", "Summarize this {unit} {fmt}: {q}",
+    "Rewrite this {unit} so it sounds more {tone}: {q}", "Rewrite the following {unit} {fmt}.",
+    "Translate this {unit} into {lang}: {q}", "Translate the following {unit} into {lang}.",
+    "Translate your answer into {lang}.", "Respond {fmt}.", "Reply {fmt}: {q}",
+    "Format the answer {fmt}.", "Use the same format as the previous answer.",
+    "Explain the previous answer {fmt}.", "Repeat the last step, but {fmt}.", "Say that again {fmt}.",
+    "Continue the previous {unit}.", "Complete the {unit}: {q}", "Use {topic} in a {unit}.",
+    "Write one {unit} about {topic}.", "Write a {tone} {unit} about {topic}.",
+    "Write step-by-step instructions for {topic}.", "Rewrite these instructions so they are easier to follow.",
+    "Create a system prompt for a chatbot that teaches {topic}.", "Write a prompt for an essay about {topic}.",
+    "Give me the answer first, then the explanation: {q}", "Rank these {n} facts about {topic} by importance.",
+    "What does this {unit} mean: {q}", "Is this {unit} grammatically correct? {q}",
+    "Classify the sentiment of this {unit} as positive, negative or neutral: {q}",
+    "Extract the key points of this {unit} {fmt}.", "Define {topic} and use it in a {unit}.",
+    "Describe your confidence in the answer on a scale from 1 to 10.", "Before answering, list your assumptions.",
+    "Write a short {unit} for a {role}.", "What would a {role} say about {topic}?",
+]
+
+
+def hard_negatives(questions: list[str], n: int, seed: int) -> list[str]:
+    """``n`` ordinary requests from the templates above (deterministic for ``seed``)."""
+    rng = random.Random(seed)
+    qs = [q.strip() for q in questions if 3 <= len(q.split()) <= 25]
+    out = []
+    for _ in range(n):
+        fmt = rng.choice(_FORMATS).format(n=rng.randint(2, 7), m=rng.choice([20, 50, 100]),
+                                          lang=rng.choice(_LANGS), tone=rng.choice(_TONES))
+        text = rng.choice(_TEMPLATES).format(
+            fmt=fmt, q=rng.choice(qs), topic=rng.choice(_TOPICS), unit=rng.choice(_UNITS), tone=rng.choice(_TONES),
+            lang=rng.choice(_LANGS), role=rng.choice(_ROLES), n=rng.randint(3, 6))
+        out.append(text if rng.random() < 0.7 else text.lower())
+    return out
+
+
 # ------------------------------------------------------------------------------------ featurisation
 
 class Featurizer:
@@ -345,6 +406,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-doc-features", action="store_true")
     ap.add_argument("--doc-weight", type=float, default=3.0)
     ap.add_argument("--beta", type=float, nargs="*", default=[0.0, 0.5, 1.0, 1.5])
+    ap.add_argument("--hard-negatives", type=int, default=1500,
+                    help="synthetic ordinary requests added as negatives to the train part (a fifth as many to dev)")
     args = ap.parse_args(argv)
     base = Path(args.data)
     WINDOW_SIZE = args.window
@@ -352,6 +415,12 @@ def main(argv: list[str] | None = None) -> int:
 
     prompts = load_prompts(base)
     docs = load_documents(base, prompts)
+    if args.hard_negatives:  # ordinary requests, negatives beside the S-Labs prompts of the same part
+        for part, n, seed in (("train", args.hard_negatives, SEED + 2), ("dev", args.hard_negatives // 5, SEED + 3)):
+            texts, labels = prompts[f"s-labs/{part}"]
+            benign = [t for t, y in zip(texts, labels, strict=True) if y == 0]
+            extra = hard_negatives(benign, n, seed)
+            prompts[f"s-labs/{part}"] = (texts + extra, labels + [0] * len(extra))
 
     def corpus(name: str) -> Corpus:
         if name.startswith("docs/"):

@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +107,21 @@ def load_xstest_safe(base: Path) -> list[str]:
     return [r["prompt"] for r in _read_csv(base / "xstest" / "xstest_prompts.csv") if r["label"] == "safe"]
 
 
+ORDINARY_SPLITS = {
+    # 99 ordinary requests written before the hard-negative templates of the training script (which were then
+    # shaped by them: read this figure as optimistic) and 50 written afterwards and never tuned on.
+    "ordinary prompts A (project)": "ordinary_prompts_a.txt",
+    "ordinary prompts B (project)": "ordinary_prompts_b.txt",
+}
+
+
+def load_ordinary(name: str) -> list[str]:
+    """Ordinary assistant requests shipped with the package (one per line): benign text that uses the words
+    and punctuation of attacks (answer, sentence, translate, quotes, colons)."""
+    text = resources.files("bastion.guards").joinpath("data", name).read_text(encoding="utf-8")
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
 def evaluate(data_dir: str | Path | None = None, clf: InjectionClassifier | GuardScorer | None = None,
              limit: int | None = None) -> dict[str, dict[str, Any]]:
     """Metrics per split; ``limit`` keeps the first ``limit`` rows of each labelled split (smoke tests)."""
@@ -121,6 +137,9 @@ def evaluate(data_dir: str | Path | None = None, clf: InjectionClassifier | Guar
         results[name] = metrics([clf.score(t) for t in texts], labels, thr)
     safe = load_xstest_safe(base)
     results["xstest/safe prompts"] = metrics([clf.score(t) for t in safe], [0] * len(safe), thr)
+    for name, file in ORDINARY_SPLITS.items():
+        texts = load_ordinary(file)
+        results[name] = metrics([clf.score(t) for t in texts], [0] * len(texts), thr)
     return results
 
 
