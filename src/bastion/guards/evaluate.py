@@ -109,9 +109,11 @@ def load_xstest_safe(base: Path) -> list[str]:
 
 ORDINARY_SPLITS = {
     # 99 ordinary requests written before the hard-negative templates of the training script (which were then
-    # shaped by them: read this figure as optimistic) and 50 written afterwards and never tuned on.
+    # shaped by them: read this figure as optimistic), 50 written once the templates were fixed, and 30
+    # written after the shipped model was chosen; nothing was tuned on B or C.
     "ordinary prompts A (project)": "ordinary_prompts_a.txt",
     "ordinary prompts B (project)": "ordinary_prompts_b.txt",
+    "ordinary prompts C (project)": "ordinary_prompts_c.txt",
 }
 
 
