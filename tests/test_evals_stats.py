@@ -113,3 +113,47 @@ def test_compare_paired_and_regression() -> None:
     assert stats.compare_paired({"a": 1.0, "b": 1.0}, {"a": 0.0}).n_pairs == 1
     d = cmp.as_dict(0.05)
     assert d["regression"] is True and d["method"] == "exact"
+
+
+def test_case_icc_hand_computed() -> None:
+    # p_i = 1, 0, 1/2 over 2 samples each: SSB = 1, SSW = 1/2, MSB = 1/2, MSW = 1/6, n0 = 2 -> ICC = 1/2
+    assert stats.case_icc([(2, 2), (0, 2), (1, 2)]) == pytest.approx(0.5)
+    assert stats.case_icc([(5, 5)] * 10) == 1.0  # no variation: cannot be estimated, assume the worst
+    assert stats.case_icc([(1, 1), (0, 1)]) == 1.0  # one sample per case: no within-case information
+    assert stats.case_icc([(3, 6), (3, 6), (3, 6)]) == 0.0  # all variation inside cases (clipped at 0)
+
+
+def test_clustered_wilson_between_cases_and_samples() -> None:
+    # every case passes or fails all its samples: 50 observations, not 250
+    lo, hi, n_eff, icc = stats.clustered_wilson([(5, 5)] * 45 + [(0, 5)] * 5)
+    assert (n_eff, icc) == (50.0, 1.0) and (lo, hi) == pytest.approx(stats.wilson(45, 50))
+    assert lo < stats.wilson(225, 250)[0] - 0.05  # the naive interval would claim far more
+    # variation only inside cases: the plain interval over all samples
+    lo, hi, n_eff, icc = stats.clustered_wilson([(3, 6)] * 20)
+    assert (n_eff, icc) == (120.0, 0.0) and (lo, hi) == pytest.approx(stats.wilson(60, 120))
+    # in between: n / (1 + (m - 1) * ICC) = 6 / 1.5
+    assert stats.clustered_wilson([(2, 2), (0, 2), (1, 2)])[2] == pytest.approx(4.0)
+    assert stats.clustered_wilson([]) == (0.0, 1.0, 0.0, 1.0)
+
+
+def test_min_lower_bound_gate_counts_cases_not_samples(tmp_path) -> None:
+    """A prompt that always fails 10% of the inputs: 0.9 over 250 samples looks like a lower bound of 0.857,
+    but it is 45 of 50 inputs (lower bound 0.786), so a 0.85 gate must fail."""
+    import asyncio
+
+    from bastion.evals import evaluate, load_suite
+    from tests.test_evals_fakes import VALID, json_suite, reply, write_suite
+
+    suite = json_suite(gate={"min_lower_bound": 0.85})
+    suite["variants"] = suite["variants"][:1]
+
+    async def send(body, headers):
+        broken = any(f"question {i}" in str(body.get("messages")) for i in range(45, 50))
+        return reply("not json" if broken else VALID)
+
+    doc = asyncio.run(evaluate(load_suite(write_suite(tmp_path, suite)), transport=send, concurrency=8,
+                               use_embeddings=False))
+    (v,) = doc["variants"]
+    assert v["pass_rate"] == pytest.approx(0.9) and v["case_icc"] == 1.0 and v["ci_effective_n"] == 50.0
+    assert v["ci"][0] == pytest.approx(stats.wilson(45, 50)[0])
+    assert not doc["gate"]["passed"]

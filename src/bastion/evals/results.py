@@ -47,7 +47,7 @@ def _variant_summary(run: Run, name: str, cases: list[dict[str, Any]], use_embed
     total = sum(r["n"] for r in rows)
     passes = sum(r["passes"] for r in rows)
     z = stats.z_for(run.suite.gate.confidence)
-    lo, hi = stats.wilson(passes, total, z)
+    lo, hi, n_eff, icc = stats.clustered_wilson([(r["passes"], r["n"]) for r in rows], z)
     breakdown: dict[str, dict[str, int]] = {}
     for (variant, _), samples in run.records.items():
         if variant != name:
@@ -62,6 +62,7 @@ def _variant_summary(run: Run, name: str, cases: list[dict[str, Any]], use_embed
         "fails": sum(r["fails"] for r in rows), "errors": sum(r["errors"] for r in rows),
         "sample_errors": sum(1 for r in rows for s in r["samples"] if s.get("error")),
         "pass_rate": passes / total if total else 0.0, "ci": [lo, hi], "confidence": run.suite.gate.confidence,
+        "ci_effective_n": round(n_eff, 2), "case_icc": round(icc, 4),
         "pass_at_k": {str(k): _mean(stats.pass_at_k(r["n"], r["passes"], k) for r in full) for k in ks},
         "pass_hat_k": {str(k): _mean(stats.pass_hat_k(r["n"], r["passes"], k) for r in full) for k in ks},
         "flaky_cases": [c["id"] for c in cases if c["variants"][name]["flaky"]],

@@ -33,7 +33,46 @@ def wilson(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
         return (0.0, 1.0)
     if not 0 <= successes <= n:
         raise ValueError(f"successes must be in 0..{n}, not {successes}")
-    p = successes / n
+    return _wilson(successes / n, n, z)
+
+
+def case_icc(cases: Sequence[tuple[int, int]]) -> float:
+    """Intra-case correlation of pass/fail outcomes from per-case ``(passes, samples)``: the one-way ANOVA
+    estimator (unequal sizes through the usual n0), clipped to [0, 1]. 1 when it cannot be estimated (a single
+    case, one sample per case, or no variation at all): the cautious assumption that a case's samples are
+    one observation."""
+    rows = [(x, m) for x, m in cases if m > 0]
+    k, n = len(rows), sum(m for _, m in rows)
+    if k < 2 or n <= k:
+        return 1.0
+    p = sum(x for x, _ in rows) / n
+    ssb = sum(m * (x / m - p) ** 2 for x, m in rows)
+    ssw = sum(x * (1 - x / m) for x, m in rows)  # sum over samples of (y - case mean)^2
+    msb, msw = ssb / (k - 1), ssw / (n - k)
+    n0 = (n - sum(m * m for _, m in rows) / n) / (k - 1)
+    denom = msb + (n0 - 1) * msw
+    if denom <= 0:
+        return 1.0
+    return min(1.0, max(0.0, (msb - msw) / denom))
+
+
+def clustered_wilson(cases: Sequence[tuple[int, int]], z: float = Z95) -> tuple[float, float, float, float]:
+    """Wilson interval of the pass rate over samples that come in cases: the samples of one case are
+    correlated (a prompt that fails an input tends to fail all its samples), so the interval uses the
+    effective sample size n / design effect, with design effect 1 + (mean samples per case - 1) * ICC
+    (Kish). Returns (low, high, effective n, ICC). Independent samples give the plain Wilson interval over
+    all samples; fully case-determined outcomes give the interval over the number of cases."""
+    rows = [(x, m) for x, m in cases if m > 0]
+    n = sum(m for _, m in rows)
+    if n == 0:
+        return (0.0, 1.0, 0.0, 1.0)
+    icc = case_icc(rows)
+    n_eff = n / (1 + (n / len(rows) - 1) * icc)
+    lo, hi = _wilson(sum(x for x, _ in rows) / n, n_eff, z)
+    return lo, hi, n_eff, icc
+
+
+def _wilson(p: float, n: float, z: float) -> tuple[float, float]:
     z2 = z * z
     centre = (p + z2 / (2 * n)) / (1 + z2 / n)
     half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
