@@ -78,6 +78,7 @@ def test_html_is_self_contained(doc: dict, tmp_path: Path) -> None:
     assert "https://" not in html and "<link" not in html
     assert "fmt &lt;&amp;&gt; suite" in html  # escaped
     assert "gate FAILED" in html and "regression" in html and "⚑ flaky" in html
+    assert "effective n" in html and all(f">{v['ci_effective_n']}<" in html for v in doc["variants"])
     assert "is-json" in html  # the assertion breakdown
 
 

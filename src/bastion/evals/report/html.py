@@ -38,10 +38,10 @@ TEMPLATE = _env.from_string("""<!doctype html>
 
 <h2>Pass rate per variant</h2>
 {{ chart|safe }}
-<table><tr><th>variant</th><th>pass rate</th><th>{{ conf }}% CI (Wilson)</th><th>pass / fail / error</th><th>flaky cases</th>
+<table><tr><th>variant</th><th>pass rate</th><th>{{ conf }}% CI (Wilson)</th><th title="samples / design effect: the samples of one case are correlated">effective n</th><th>pass / fail / error</th><th>flaky cases</th>
 {% for k in ks %}<th>pass@{{ k }}</th>{% endfor %}{% for k in ks %}<th>pass^{{ k }}</th>{% endfor %}</tr>
 {% for v in doc.variants %}<tr><td>{{ v.name }}</td><td class="num">{{ pct(v.pass_rate) }}</td>
-<td class="num">{{ pct(v.ci[0]) }} – {{ pct(v.ci[1]) }}</td><td class="num">{{ v.passes }} / {{ v.fails }} / {{ v.errors }}</td>
+<td class="num">{{ pct(v.ci[0]) }} – {{ pct(v.ci[1]) }}</td><td class="num">{{ v.ci_effective_n if v.ci_effective_n is defined else v.total }}</td><td class="num">{{ v.passes }} / {{ v.fails }} / {{ v.errors }}</td>
 <td class="num">{{ v.flaky_cases|length }}</td>
 {% for k in ks %}<td class="num">{{ pct(v.pass_at_k.get(k|string)) }}</td>{% endfor %}
 {% for k in ks %}<td class="num">{{ pct(v.pass_hat_k.get(k|string)) }}</td>{% endfor %}</tr>{% endfor %}</table>
