@@ -126,9 +126,12 @@ def test_secret_split_across_stream_chunks_is_redacted(gw) -> None:
                 "Here is the answer you asked for, written out in full so that it streams in many small pieces "
                 f"before the value {SECRET} end of message")) as resp:
         rid = resp.headers["x-bastion-request-id"]
-        chunks = [c.choices[0].delta.content or "" for c in resp.parse() if c.choices]
+        parsed = list(resp.parse())
+        chunks = [c.choices[0].delta.content or "" for c in parsed if c.choices]
     text = "".join(chunks)
     assert SECRET not in text and "[REDACTED:secret.openai_key]" in text and text.endswith("end of message")
+    (last,) = [c for c in parsed if c.choices and c.choices[0].finish_reason]  # the headers left too early:
+    assert "output=redact" in last.model_extra["bastion"]["guard"]  # the last chunk says what was done
     assert sum(1 for c in chunks if c) > 10  # plain prose flows a word at a time; the secret was held back
     assert any(g["guard"] == "output" and g["action"] == "redact" for g in guards_of(gw[3], rid))
 
@@ -145,6 +148,12 @@ def test_exfiltration_image_neutralised_in_anthropic_stream(gw) -> None:
     assert "[image removed: evil.example]" in text
     assert "https://docs.acme.com/a.png" in text  # allow-listed host kept
     assert final.stop_reason == "end_turn"
+    with client.messages.with_streaming_response.create(
+            model="claude", max_tokens=200, stream=True,
+            messages=[{"role": "user", "content": "[[sim:echo]] " + evil}]) as r:
+        deltas = [json.loads(line[5:]) for line in r.iter_lines() if line.startswith("data:")
+                  and '"message_delta"' in line]
+    assert deltas and "output=redact" in deltas[0]["bastion"]["guard"].split(",")
 
 
 def test_tenant_policy_blocks_pii_for_that_tenant_only(gw) -> None:

@@ -29,7 +29,7 @@ from .caching import CacheStage
 from .context import RequestContext
 from .degraded import degraded_body, degraded_stream
 from .executor import Executor, Exhausted, MakeRequest, Ready
-from .guarding import GuardStage
+from .guarding import GuardStage, guard_summary
 from .prompting import PromptStage
 from .reask import ReaskMixin
 from .relay import StreamRelay
@@ -201,9 +201,9 @@ class Gateway(ReaskMixin):
             h["x-bastion-cost"] = f"{ctx.cost_usd:f}"
         if ctx.prompt_version:
             h["x-bastion-prompt-version"] = ctx.prompt_version
-        fired = [f"{g['guard']}={g['action']}" for g in ctx.guards if g.get("action") not in (None, "pass")]
-        if fired:
-            h["x-bastion-guard"] = ",".join(fired)
+        summary = guard_summary(ctx.guards)
+        if summary:
+            h["x-bastion-guard"] = summary
         if ctx.cache_status in ("miss", "bypass", "refresh"):
             h["x-bastion-cache"] = ctx.cache_status
         if ctx.admission_headers:

@@ -23,6 +23,13 @@ from .context import RequestContext
 OFFLOAD_CHARS = 16_000  # about 4,000 tokens: the input guard runs in a worker thread beyond this
 
 
+def guard_summary(verdicts: list[dict[str, Any]]) -> str | None:
+    """``guard=action`` of every verdict that did something ("input=flag,output=redact"), or None: the
+    ``x-bastion-guard`` header, and the ``bastion.guard`` field at the end of a guarded stream."""
+    fired = [f"{g['guard']}={g['action']}" for g in verdicts if g.get("action") not in (None, "pass")]
+    return ",".join(fired) if fired else None
+
+
 def record_verdicts(ctx: RequestContext, verdicts: list[dict[str, Any]]) -> None:
     """Verdicts into the request's log row; a flag or hold also marks the row ``guard:<name>``."""
     ctx.guards.extend(verdicts)

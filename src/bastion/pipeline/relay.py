@@ -29,7 +29,7 @@ from .accumulate import (
     usage_from_openai,
 )
 from .context import Attempt, RequestContext
-from .guarding import record_verdicts
+from .guarding import guard_summary, record_verdicts
 
 log = logging.getLogger("bastion.relay")
 
@@ -110,6 +110,8 @@ class StreamRelay:
         assert self.acc_openai is not None
         if self.guard is not None and chunk.get("choices"):
             chunk, raw = self.guard.openai_chunk(chunk), None
+            if any(isinstance(c, dict) and c.get("finish_reason") is not None for c in chunk["choices"]):
+                self._summarise(chunk)
         self.acc_openai.feed(chunk)
         if self.acc_openai.saw_token:
             self.ctx.mark_first_byte()
@@ -119,9 +121,24 @@ class StreamRelay:
 
     def _send_event(self, event_type: str, data: dict[str, Any], raw: bytes | None) -> bytes:
         assert self.acc_anthropic is not None
-        if self.guard is not None and event_type.startswith("content_block"):
-            return b"".join(self._send_one(t, d, None) for t, d in self.guard.anthropic_event(event_type, data))
+        if self.guard is not None:
+            if event_type.startswith("content_block"):
+                return b"".join(self._send_one(t, d, None) for t, d in self.guard.anthropic_event(event_type, data))
+            if event_type == "message_delta":
+                data = dict(data)
+                if self._summarise(data):
+                    raw = None
         return self._send_one(event_type, data, raw)
+
+    def _summarise(self, data: dict[str, Any]) -> bool:
+        """The headers left before the answer was scanned: the stream's last chunk (OpenAI: the one with
+        ``finish_reason``; Anthropic: ``message_delta``) says what the guards did, as ``bastion.guard``."""
+        assert self.guard is not None
+        summary = guard_summary(self.ctx.guards + self.guard.verdicts)
+        if summary is None:
+            return False
+        data["bastion"] = {**(data.get("bastion") or {}), "guard": summary}
+        return True
 
     def _send_one(self, event_type: str, data: dict[str, Any], raw: bytes | None) -> bytes:
         assert self.acc_anthropic is not None
