@@ -84,17 +84,18 @@ class PromptStage:
             self._checked = time.monotonic()
         return self._registry
 
-    async def _reload_on_miss(self) -> bool:
+    async def _reload_on_miss(self) -> None:
         """Re-read the files now (at most every MISS_RELOAD_S): an unknown reference may name a version that
-        `bastion prompts lock|promote` wrote since the last periodic check. True if anything changed."""
-        now = time.monotonic()
-        if now - self._miss_checked < MISS_RELOAD_S:
-            return False
-        self._miss_checked = now
+        `bastion prompts lock|promote` wrote since the last periodic check. Concurrent misses wait for a
+        re-read in flight rather than fail beside it (an eval run sends its first requests for a new version
+        all at once); each then looks the reference up again."""
         async with self._lock:
-            changed = bool(await asyncio.to_thread(self._registry.reload_if_changed))
+            now = time.monotonic()
+            if now - self._miss_checked < MISS_RELOAD_S:
+                return
+            self._miss_checked = now
+            await asyncio.to_thread(self._registry.reload_if_changed)
             self._checked = time.monotonic()
-        return changed
 
     async def apply(self, body: dict[str, Any], headers: Any, dialect: str) -> tuple[dict[str, Any], str | None]:
         """The request with its prompt rendered in, and the prompt version (``name@N#hash``), or the body
@@ -107,8 +108,9 @@ class PromptStage:
         try:
             r = reg.render(ref, variables)  # PromptNotFound (404) / PromptRenderError (400) say what to fix
         except Exception as e:
-            if type(e).__name__ != "PromptNotFound" or not await self._reload_on_miss():
+            if type(e).__name__ != "PromptNotFound":
                 raise
+            await self._reload_on_miss()
             r = reg.render(ref, variables)  # a version locked or promoted a moment ago: seen now
         out = {k: v for k, v in body.items() if k not in _DROP}
         for k, v in (r.params or {}).items():
