@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from bastion.errors import InvalidRequest
+from bastion.jsontypes import json_type
 
 OPENAI_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 ANTHROPIC_ROLES = frozenset({"user", "assistant"})
@@ -16,12 +17,6 @@ ANTHROPIC_ROLES = frozenset({"user", "assistant"})
 
 def _fail(message: str, param: str) -> InvalidRequest:
     return InvalidRequest(f"{param}: {message}", param=param)
-
-
-def _type_name(v: Any) -> str:
-    return {dict: "object", list: "array", str: "string", bool: "boolean", int: "integer", float: "number"}.get(
-        type(v), "null" if v is None else type(v).__name__
-    )
 
 
 def _is_int(v: Any) -> bool:
@@ -34,7 +29,7 @@ def _is_num(v: Any) -> bool:
 
 def require_object(body: Any) -> dict[str, Any]:
     if not isinstance(body, dict):
-        raise InvalidRequest(f"the request body must be a JSON object, got {_type_name(body)}")
+        raise InvalidRequest(f"the request body must be a JSON object, got {json_type(body)}")
     return body
 
 
@@ -43,19 +38,19 @@ def _model(body: dict[str, Any]) -> None:
     if m is None:
         raise _fail("required: name the model alias to call (see GET /v1/models)", "model")
     if not isinstance(m, str) or not m:
-        raise _fail(f"must be a non-empty string, got {_type_name(m)}", "model")
+        raise _fail(f"must be a non-empty string, got {json_type(m)}", "model")
 
 
 def _opt(body: dict[str, Any], key: str, check: Any, want: str) -> None:
     if key in body and body[key] is not None and not check(body[key]):
-        raise _fail(f"must be {want}, got {_type_name(body[key])} {body[key]!r:.60}", key)
+        raise _fail(f"must be {want}, got {json_type(body[key])} {body[key]!r:.60}", key)
 
 
 def _range(body: dict[str, Any], key: str, lo: float, hi: float) -> None:
     v = body.get(key)
     if v is not None:
         if not _is_num(v):
-            raise _fail(f"must be a number between {lo} and {hi}, got {_type_name(v)}", key)
+            raise _fail(f"must be a number between {lo} and {hi}, got {json_type(v)}", key)
         if not lo <= v <= hi:
             raise _fail(f"must be between {lo} and {hi}, got {v}", key)
 
@@ -74,7 +69,7 @@ def _content_parts(content: Any, param: str, *, allow_none: bool) -> None:
     if isinstance(content, str):
         return
     if not isinstance(content, list):
-        raise _fail(f"must be a string or an array of content parts, got {_type_name(content)}", param)
+        raise _fail(f"must be a string or an array of content parts, got {json_type(content)}", param)
     for j, part in enumerate(content):
         if not isinstance(part, dict) or not isinstance(part.get("type"), str):
             raise _fail("each content part must be an object with a string 'type'", f"{param}[{j}]")
@@ -85,13 +80,13 @@ def _untrusted(item: dict[str, Any], param: str) -> None:
     """Bastion's marker for untrusted content (docs/guards.md): a boolean, or a short source label."""
     v = item.get("untrusted")
     if v is not None and not isinstance(v, bool | str):
-        raise _fail(f"must be true, false or a short source label such as \"web\", got {_type_name(v)}",
+        raise _fail(f"must be true, false or a short source label such as \"web\", got {json_type(v)}",
                     f"{param}.untrusted")
 
 
 def _tools_openai(tools: Any) -> None:
     if not isinstance(tools, list):
-        raise _fail(f"must be an array of tools, got {_type_name(tools)}", "tools")
+        raise _fail(f"must be an array of tools, got {json_type(tools)}", "tools")
     for i, t in enumerate(tools):
         p = f"tools[{i}]"
         if not isinstance(t, dict):
@@ -112,11 +107,11 @@ def validate_chat(body: dict[str, Any]) -> None:
     if messages is None:
         raise _fail("required: an array of {role, content} messages", "messages")
     if not isinstance(messages, list) or not messages:
-        raise _fail(f"must be a non-empty array of messages, got {_type_name(messages)}", "messages")
+        raise _fail(f"must be a non-empty array of messages, got {json_type(messages)}", "messages")
     for i, msg in enumerate(messages):
         p = f"messages[{i}]"
         if not isinstance(msg, dict):
-            raise _fail(f"must be an object with role and content, got {_type_name(msg)}", p)
+            raise _fail(f"must be an object with role and content, got {json_type(msg)}", p)
         role = msg.get("role")
         if role not in OPENAI_ROLES:
             raise _fail(f"must be one of {', '.join(sorted(OPENAI_ROLES))}, got {role!r:.40}", f"{p}.role")
@@ -178,11 +173,11 @@ def validate_messages(body: dict[str, Any]) -> None:
     if messages is None:
         raise _fail("required: an array of {role, content} messages", "messages")
     if not isinstance(messages, list) or not messages:
-        raise _fail(f"must be a non-empty array of messages, got {_type_name(messages)}", "messages")
+        raise _fail(f"must be a non-empty array of messages, got {json_type(messages)}", "messages")
     for i, msg in enumerate(messages):
         p = f"messages[{i}]"
         if not isinstance(msg, dict):
-            raise _fail(f"must be an object with role and content, got {_type_name(msg)}", p)
+            raise _fail(f"must be an object with role and content, got {json_type(msg)}", p)
         if msg.get("role") not in ANTHROPIC_ROLES:
             raise _fail(f"must be 'user' or 'assistant', got {msg.get('role')!r:.40}", f"{p}.role")
         _untrusted(msg, p)

@@ -18,8 +18,10 @@ from typing import Any
 from jinja2 import Template
 from jinja2.sandbox import SecurityError
 
+from bastion.jsontypes import json_type, with_article
+
 from .errors import PromptRenderError, PromptTemplateError
-from .spec import type_matches, type_name
+from .spec import type_matches
 from .template import ENV
 
 
@@ -32,7 +34,7 @@ def bind(spec: dict[str, Any], variables: Any, ref: str) -> dict[str, Any]:
     """The template context for ``variables``; PromptRenderError naming every bad variable."""
     if not isinstance(variables, dict):
         raise PromptRenderError(f"prompt {ref}: variables must be an object of name to value, "
-                                f"got {type_name(variables)}", param="variables")
+                                f"got {json_type(variables)}", param="variables")
     declared: dict[str, dict[str, Any]] = spec.get("variables") or {}
     problems = []
     values: dict[str, Any] = {}
@@ -49,7 +51,7 @@ def bind(spec: dict[str, Any], variables: Any, ref: str) -> dict[str, Any]:
         value = variables[var]
         if not type_matches(kind, value):
             shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
-            problems.append(f"variable {var!r} must be {_a(kind)}, got {_a(type_name(value))} ({shown})")
+            problems.append(f"variable {var!r} must be {with_article(kind)}, got {with_article(json_type(value))} ({shown})")
         elif decl.get("enum") is not None and value not in decl["enum"]:
             problems.append(f"variable {var!r} must be one of {', '.join(map(repr, decl['enum']))}; got {value!r}")
         else:
@@ -81,5 +83,3 @@ def render_messages(spec: dict[str, Any], values: dict[str, Any], ref: str) -> l
     return out
 
 
-def _a(kind: str) -> str:
-    return ("an " if kind[0] in "aeiou" else "a ") + kind

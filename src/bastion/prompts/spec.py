@@ -74,14 +74,6 @@ def type_matches(kind: str, value: Any) -> bool:
     return False
 
 
-def type_name(value: Any) -> str:
-    for kind, types in (("boolean", bool), ("integer", int), ("number", float), ("string", str),
-                        ("array", list | tuple), ("object", dict), ("null", type(None))):
-        if isinstance(value, types):
-            return kind
-    return type(value).__name__
-
-
 def load_spec_file(path: Path) -> SpecFile:
     """Read and validate one prompt file; raise PromptSpecError listing every problem."""
     source = str(path)
