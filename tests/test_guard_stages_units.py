@@ -9,6 +9,7 @@ import json
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from bastion.config.guards import GuardsConfig
 from bastion.config.model import BastionConfig
@@ -57,8 +58,9 @@ def test_overlay_global_alias_tenant_field_by_field() -> None:
 
 
 def test_refusal_fallback_alias_must_exist() -> None:
-    with pytest.raises(ValueError, match="refusal.fallback.0: unknown model alias 'nope'"):
+    with pytest.raises(ValidationError, match="unknown model alias 'nope'") as e:
         BastionConfig.model_validate({"guards": {"refusal": {"action": "fallback", "fallback": ["nope"]}}})
+    assert e.value.errors()[0]["loc"] == ("guards", "refusal", "fallback", 0)
 
 
 # ---- protect -------------------------------------------------------------------------------------

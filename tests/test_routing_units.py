@@ -1113,13 +1113,14 @@ def test_pinned_route() -> None:
         ({"a": {"deployments": [dep("m")], "fallback": {"on_context_overflow": ["zzz"]}}},
          "models.a.fallback.on_context_overflow.0: unknown model alias 'zzz'"),
         ({"a": {"deployments": [dep("m")], "fallback": {"models": ["b", "b"]}}, "b": {"deployments": [dep("m")]}},
-         "models lists an alias twice"),
+         "models.a.fallback.models.1: models lists the alias 'b' twice"),
     ],
 )
 def test_config_fallback_validation(models: dict[str, Any], needle: str) -> None:
     with pytest.raises(ValidationError) as e:
         config(models)
-    assert needle in str(e.value)
+    # each problem at its own key path (the config loader maps it to the line)
+    assert needle in [f"{'.'.join(map(str, err['loc']))}: {err['msg']}".split(" (known")[0] for err in e.value.errors()]
 
 
 def test_config_valid_fallbacks_accepted() -> None:

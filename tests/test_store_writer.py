@@ -44,11 +44,11 @@ def test_failed_write_spills_and_is_retried(tmp_path: Path) -> None:
     class Flaky(SQLiteStore):
         failures = 2
 
-        def write_requests(self, records: Any) -> None:
+        def write_rows(self, rows: Any) -> None:
             if self.failures:
                 self.failures -= 1
                 raise OSError("disk I/O error (simulated)")
-            super().write_requests(records)
+            super().write_rows(rows)
 
     store = Flaky(str(tmp_path / "b.db"))
     w = LogWriter(store, flush_interval_s=60, batch_size=100)

@@ -138,6 +138,25 @@ class UnsupportedMediaType(BastionError):
     code = "unsupported_media_type"
 
 
+class RequestTimeout(BastionError):
+    status = 408
+    code = "request_timeout"
+
+
+class ClientClosed(BastionError):
+    """The client hung up before the request was whole: nobody reads the answer (nginx's 499)."""
+
+    status = 499
+    code = "client_closed"
+
+
+class LogUnavailable(BastionError):
+    """The request log cannot be written and ``store.on_write_failure`` is ``refuse``: fail closed."""
+
+    status = 503
+    code = "log_unavailable"
+
+
 class RateLimited(BastionError):
     status = 429
     code = "rate_limited"

@@ -8,11 +8,65 @@ import logging
 import signal
 import threading
 from collections.abc import Callable, Generator
+from typing import Any
 
+import orjson
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from bastion.api.app import create_app
 from bastion.config.model import BastionConfig
+
+
+class _Protocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a deadline for the request line and headers.
+
+    uvicorn times out idle keep-alive connections but not a client that opens a connection and sends
+    nothing, or sends its headers a byte at a time (slowloris): each such client holds a connection and
+    its buffers for as long as it likes. Here a request's head must be complete ``header_timeout_s`` after
+    the connection opens or the previous response ends; a client that is slower gets a 408 and is closed.
+    (The body has its own deadline, ``server.body_timeout_s``, enforced where the body is read.)"""
+
+    header_timeout_s = 10.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._head_timer: asyncio.TimerHandle | None = None
+
+    def _arm(self) -> None:
+        if self._head_timer is None:
+            self._head_timer = self.loop.call_later(self.header_timeout_s, self._head_timeout)
+
+    def _disarm(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._arm()
+
+    def on_headers_complete(self) -> None:
+        self._disarm()
+        super().on_headers_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def _head_timeout(self) -> None:
+        self._head_timer = None
+        if self.transport.is_closing() or (self.cycle is not None and not self.cycle.response_complete):
+            return
+        msg = f"request headers not received within {self.header_timeout_s:g} s (server.header_timeout_s)"
+        body = orjson.dumps({"error": {"message": msg, "type": "timeout_error", "code": "request_timeout"}})
+        self.transport.write(b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
+                             b"connection: close\r\ncontent-length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        self.transport.close()
 
 
 class _Server(uvicorn.Server):
@@ -43,12 +97,13 @@ def serve(
 ) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(config)
+    protocol = type("BastionProtocol", (_Protocol,), {"header_timeout_s": config.server.header_timeout_s})
     uv_config = uvicorn.Config(
         app,
         host=host or config.server.host,
         port=config.server.port if port is None else port,
         loop="uvloop",
-        http="httptools",
+        http=protocol,
         access_log=False,
         log_level="warning",
         timeout_graceful_shutdown=int(graceful_timeout_s),

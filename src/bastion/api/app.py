@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import hmac
+import os
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
@@ -12,7 +15,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from bastion.config.model import BastionConfig
-from bastion.errors import BastionError, NotFound
+from bastion.errors import AuthenticationFailed, BastionError, NotFound
 from bastion.pipeline import Gateway
 from bastion.pipeline.context import new_request_id
 
@@ -37,13 +40,24 @@ def create_app(config: BastionConfig, gateway: Gateway | None = None) -> Starlet
         return json_response({"status": "ok"})
 
     async def readyz(request: Request) -> Response:
-        writer_alive = gw.writer.alive
-        ok = gw.ready and writer_alive
-        body = {"status": "ready" if ok else "not ready", "log_writer": writer_alive, "log_queue": gw.writer.pending}
+        w = gw.writer
+        ok = gw.ready and w.alive and w.accepting
+        body = {"status": "ready" if ok else "not ready", "log_writer": w.alive, "log_queue": w.pending,
+                "log_degraded": w.degraded, "log_lost": w.lost}
         return json_response(body, status=200 if ok else 503)
 
     async def metrics(request: Request) -> Response:
-        return Response(gw.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+        env = config.server.metrics_key_env
+        if env:
+            token = os.environ.get(env, "")
+            got = request.headers.get("authorization", "")
+            got = got[7:] if got.lower().startswith("bearer ") else ""
+            if not token or not hmac.compare_digest(got.encode(), token.encode()):
+                err = AuthenticationFailed(f"/metrics needs `Authorization: Bearer <token>`, the token held in ${env} "
+                                           "(server.metrics_key_env)")
+                return error_response(err, "openai", new_request_id())
+        body = await asyncio.to_thread(gw.metrics.render)  # a scrape never stalls the requests being served
+        return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
 
     routes = [Route(path, fn, methods=["POST"] if path != "/v1/models" else ["GET"]) for path, fn in model_routes(gw).items()]
     routes += [Route(path.split(" ")[-1], fn, methods=["POST"] if path.startswith("POST ") else ["GET"])

@@ -2,18 +2,43 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
 import orjson
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from bastion.errors import BastionError, InvalidJSON, PayloadTooLarge, UnsupportedMediaType
+from bastion.errors import (
+    BastionError,
+    ClientClosed,
+    InvalidJSON,
+    PayloadTooLarge,
+    RequestTimeout,
+    UnsupportedMediaType,
+)
+
+from .limits import check_shape
 
 
-async def read_body(request: Request, limit: int) -> bytes:
+async def read_body(request: Request, limit: int, timeout_s: float | None = None) -> bytes:
+    """The whole body, within ``limit`` bytes and ``timeout_s`` seconds (a client that sends slower is a 408;
+    one that hangs up while sending is a 499)."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await _read_body(request, limit)
+    except TimeoutError:
+        raise RequestTimeout(
+            f"the request body did not arrive within {timeout_s:g} s (server.body_timeout_s); send it at once",
+            headers={"connection": "close"},
+        ) from None
+    except ClientDisconnect:
+        raise ClientClosed("the client closed the connection while sending the request body") from None
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(
@@ -32,13 +57,19 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def parse_json(raw: bytes) -> Any:
+def parse_json(raw: bytes, *, max_depth: int = 64, max_elements: int = 250_000) -> Any:
+    """Parse a client body, within the shape limits (see ``limits.check_shape``)."""
     if not raw.strip():
         raise InvalidJSON("the request body is empty; send a JSON object")
     try:
-        return orjson.loads(raw)
+        value = orjson.loads(raw)
     except orjson.JSONDecodeError as e:
+        if "depth limit" in str(e) or "recursion" in str(e):
+            raise InvalidJSON(f"the request body nests JSON deeper than {max_depth} levels; the limit is set "
+                              "by server.max_json_depth", code="request_too_complex") from None
         raise InvalidJSON(f"the request body is not valid JSON: {e}") from None
+    check_shape(value, max_depth=max_depth, max_elements=max_elements)
+    return value
 
 
 def presented_key(request: Request) -> str | None:

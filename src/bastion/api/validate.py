@@ -113,7 +113,7 @@ def validate_chat(body: dict[str, Any]) -> None:
         if not isinstance(msg, dict):
             raise _fail(f"must be an object with role and content, got {json_type(msg)}", p)
         role = msg.get("role")
-        if role not in OPENAI_ROLES:
+        if not isinstance(role, str) or role not in OPENAI_ROLES:
             raise _fail(f"must be one of {', '.join(sorted(OPENAI_ROLES))}, got {role!r:.40}", f"{p}.role")
         allow_none = role == "assistant"
         _untrusted(msg, p)
@@ -178,7 +178,8 @@ def validate_messages(body: dict[str, Any]) -> None:
         p = f"messages[{i}]"
         if not isinstance(msg, dict):
             raise _fail(f"must be an object with role and content, got {json_type(msg)}", p)
-        if msg.get("role") not in ANTHROPIC_ROLES:
+        role = msg.get("role")
+        if not isinstance(role, str) or role not in ANTHROPIC_ROLES:
             raise _fail(f"must be 'user' or 'assistant', got {msg.get('role')!r:.40}", f"{p}.role")
         _untrusted(msg, p)
         _content_parts(msg.get("content"), f"{p}.content", allow_none=False)

@@ -12,6 +12,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
+from .problems import Loc, raise_problems
+
 
 def _yaml_off(v: Any) -> Any:
     """YAML 1.1 reads a bare ``off`` as false: take it to mean "off"."""
@@ -111,12 +113,13 @@ class ToolGuardConfig(_Strict):
     def _schemas_are_objects(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
         from bastion.guards.structured import schema_problem
 
+        problems: list[tuple[Loc, str]] = []
         for name, schema in v.items():
             if not isinstance(schema, dict):
-                raise ValueError(f"schemas.{name} must be a JSON schema object")
-            problem = schema_problem(schema)
-            if problem:
-                raise ValueError(f"schemas.{name}: {problem}")
+                problems.append(((name,), "must be a JSON schema object"))
+            elif problem := schema_problem(schema):
+                problems.append(((name,), problem))
+        raise_problems("ToolGuardConfig", problems, None)
         return v
 
 

@@ -1,14 +1,22 @@
-"""Load ``bastion.yaml``: parse, validate, and report each problem with its key path and line."""
+"""Load ``bastion.yaml``: parse strictly, validate, and report every problem with its line and key path.
+
+Parsing is ``bastion.yamlfile`` (the loader of every file a user writes): a repeated key is an error naming
+both lines. Every validation error, those of the model validators included (they raise each problem at
+its own key path, see ``problems.py``), is reported as ``file:line: key.path: message``; an unknown key
+is named with the close matches among the keys that model knows.
+"""
 
 from __future__ import annotations
 
 import os
+import types
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Union, get_args, get_origin
 
-import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 
+from bastion import yamlfile
 from bastion.errors import ConfigError
 
 from .defaults import default_config_dict
@@ -17,59 +25,65 @@ from .model import BastionConfig
 CONFIG_ENV = "BASTION_CONFIG"
 
 
-def _line_index(node: yaml.Node, path: tuple[str, ...], out: dict[tuple[str, ...], int]) -> None:
-    out.setdefault(path, node.start_mark.line + 1)
-    if isinstance(node, yaml.MappingNode):
-        for key_node, value_node in node.value:
-            key = str(key_node.value)
-            out[path + (key,)] = key_node.start_mark.line + 1
-            _line_index(value_node, path + (key,), out)
-            out[path + (key,)] = key_node.start_mark.line + 1
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            _line_index(item, path + (str(i),), out)
+def _step(tp: Any, key: str | int) -> Any:
+    """The type found under ``key`` inside a value of type ``tp`` (None when the path leaves the model)."""
+    origin = get_origin(tp)
+    if origin is Annotated:
+        return _step(get_args(tp)[0], key)
+    if origin in (Union, types.UnionType):
+        for arg in get_args(tp):
+            if arg is not type(None) and (found := _step(arg, key)) is not None:
+                return found
+        return None
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        for name, field in tp.model_fields.items():
+            if key in (name, field.alias):
+                return field.annotation
+        return None
+    if origin is dict:
+        return get_args(tp)[1]
+    if origin in (list, tuple) and isinstance(key, int):
+        return get_args(tp)[0]
+    return None
 
 
-def _describe(err: dict[str, Any], lines: dict[tuple[str, ...], int], source: str) -> str:
-    loc = tuple(str(p) for p in err["loc"])
-    # pydantic adds the validator name for model-level errors; keep only real keys
-    path = ".".join(loc) or "(top level)"
-    line = None
-    probe = loc
-    while probe:
-        if probe in lines:
-            line = lines[probe]
-            break
-        probe = probe[:-1]
-    where = f"{source}:{line}" if line else source
-    msg = err["msg"]
-    if msg.startswith("Value error, "):
-        msg = msg[len("Value error, ") :]
-    if err["type"] == "extra_forbidden":
-        msg = "unknown key (check the spelling; see docs/configuration.md)"
-    return f"{where}: {path}: {msg}"
+def _known_keys(loc: tuple[str | int, ...]) -> list[str]:
+    """The keys the model at ``loc`` accepts (empty when ``loc`` is not a model)."""
+    tp: Any = BastionConfig
+    for part in loc:
+        tp = _step(tp, part)
+    models = [a for a in get_args(tp) if isinstance(a, type)] if get_origin(tp) in (Union, types.UnionType) else [tp]
+    for m in models:
+        if isinstance(m, type) and issubclass(m, BaseModel):
+            return [f.alias or name for name, f in m.model_fields.items()]
+    return []
+
+
+def _describe(err: ErrorDetails, lines: yamlfile.Lines, source: str) -> tuple[int, str]:
+    loc = tuple(err["loc"])
+    path = ".".join(str(p) for p in loc) or "(top level)"
+    line = yamlfile.line_of(lines, *loc)
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden" and loc:
+        msg = yamlfile.suggest(str(loc[-1]), _known_keys(loc[:-1]))
+    return line or 0, f"{source}:{line}: {path}: {msg}" if line else f"{source}: {path}: {msg}"
 
 
 def parse_config(text: str, source: str = "bastion.yaml") -> BastionConfig:
-    """Parse YAML text into a validated config, or raise ConfigError listing every problem."""
+    """Parse YAML text into a validated config, or raise ConfigError listing every problem (by line)."""
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"{source}:{mark.line + 1}" if mark else source
-        raise ConfigError([f"{where}: not valid YAML: {getattr(e, 'problem', e)}"]) from None
+        data, lines = yamlfile.load(text, source)
+    except yamlfile.YamlError as e:
+        raise ConfigError(e.problems) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError([f"{source}:1: the top level must be a mapping of sections (server, models, ...)"])
-    lines: dict[tuple[str, ...], int] = {}
-    if node is not None:
-        _line_index(node, (), lines)
     try:
         return BastionConfig.model_validate(data)
     except ValidationError as e:
-        raise ConfigError([_describe(err, lines, source) for err in e.errors()]) from None
+        described = sorted((_describe(err, lines, source) for err in e.errors()), key=lambda d: d[0])
+        raise ConfigError([msg for _, msg in described]) from None
 
 
 def load_config(path: str | os.PathLike[str] | None = None) -> tuple[BastionConfig, str]:
@@ -85,4 +99,8 @@ def load_config(path: str | os.PathLike[str] | None = None) -> tuple[BastionConf
     p = Path(candidate)
     if not p.exists():
         raise ConfigError([f"{p}: config file not found"])
-    return parse_config(p.read_text(encoding="utf-8"), str(p)), str(p)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError([f"{p}: cannot read the config file: {e}"]) from None
+    return parse_config(text, str(p)), str(p)

@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from .problems import Loc, raise_problems
+
 Scope = Literal["tenant", "user", "key"]
 
 
@@ -58,10 +60,13 @@ class BudgetConfig(_Scoped):
 
     @model_validator(mode="after")
     def _window(self) -> BudgetConfig:
+        problems: list[tuple[Loc, str]] = []
         if (self.period == "rolling") != (self.window_s is not None):
-            raise ValueError("window_s is required with period: rolling, and only then")
-        if any(not 0 < a <= 10 for a in self.alert_at):
-            raise ValueError("alert_at values are fractions of the limit, in (0, 10]")
+            key = "window_s" if self.window_s is not None else "period"
+            problems.append(((key,), "window_s is required with period: rolling, and only then"))
+        problems += [(("alert_at", i), "alert_at values are fractions of the limit, in (0, 10]")
+                     for i, a in enumerate(self.alert_at) if not 0 < a <= 10]
+        raise_problems("BudgetConfig", problems, None)
         return self
 
 

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from .cache import AliasCacheConfig, CacheConfig
 from .guards import GuardsConfig
 from .metering import AlertsConfig, BudgetConfig, LimitConfig, PriceOverride
+from .problems import Loc, raise_problems
 from .reliability import (
     BreakerConfig,
     FallbackConfig,
@@ -83,9 +84,10 @@ class ProviderConfig(_Strict):
     @model_validator(mode="after")
     def _needs(self) -> ProviderConfig:
         if self.type in ("azure", "sim") and not self.base_url:
-            raise ValueError(f"a provider of type {self.type!r} needs base_url")
+            raise_problems("ProviderConfig", [(("base_url",), f"a provider of type {self.type!r} needs base_url")], None)
         if self.base_url and not self.base_url.startswith(("http://", "https://")):
-            raise ValueError("base_url must start with http:// or https://")
+            raise_problems("ProviderConfig", [(("base_url",), "base_url must start with http:// or https://")],
+                           self.base_url)
         return self
 
 
@@ -164,47 +166,52 @@ class BastionConfig(_Strict):
 
     @model_validator(mode="after")
     def _references(self) -> BastionConfig:
-        problems = []
+        """Names that must refer to something defined elsewhere in the file; each problem at its own key."""
+        problems: list[tuple[Loc, str]] = []
+        models = ", ".join(sorted(self.models)) or "none defined"
+        tenants = ", ".join(sorted(self.tenants)) or "none defined"
         for alias, m in self.models.items():
             seen: set[str] = set()
             for i, d in enumerate(m.deployments):
                 if d.provider not in self.providers:
                     known = ", ".join(sorted(self.providers)) or "none defined"
-                    problems.append(
-                        f"models.{alias}.deployments.{i}.provider: unknown provider {d.provider!r} (known: {known})"
-                    )
+                    problems.append((("models", alias, "deployments", i, "provider"),
+                                     f"unknown provider {d.provider!r} (known: {known})"))
                 if d.id in seen:
-                    problems.append(f"models.{alias}.deployments.{i}: duplicate deployment {d.id!r}; give it a name")
+                    problems.append((("models", alias, "deployments", i),
+                                     f"duplicate deployment {d.id!r}; give it a name"))
                 seen.add(d.id)
             fb = m.fallback
             for field in ("models", "on_context_overflow", "on_content_filter"):
                 for j, target in enumerate(getattr(fb, field)):
-                    where = f"models.{alias}.fallback.{field}.{j}"
+                    loc = ("models", alias, "fallback", field, j)
                     other = self.models.get(target)
                     if target == alias:
-                        problems.append(f"{where}: an alias cannot fall back to itself")
+                        problems.append((loc, "an alias cannot fall back to itself"))
                     elif other is None:
-                        known = ", ".join(sorted(self.models)) or "none defined"
-                        problems.append(f"{where}: unknown model alias {target!r} (known: {known})")
+                        problems.append((loc, f"unknown model alias {target!r} (known: {models})"))
                     elif other.kind != m.kind:
-                        problems.append(f"{where}: {target!r} is a {other.kind} model, {alias!r} is {m.kind}")
-        for where, g in [("guards", self.guards)] + [(f"models.{a}.guards", m.guards) for a, m in self.models.items()] \
-                + [(f"tenants.{t}.guards", c.guards) for t, c in self.tenants.items()]:
+                        problems.append((loc, f"{target!r} is a {other.kind} model, {alias!r} is {m.kind}"))
+        guards: list[tuple[Loc, GuardsConfig | None]] = [(("guards",), self.guards)]
+        guards += [(("models", a, "guards"), m.guards) for a, m in self.models.items()]
+        guards += [(("tenants", t, "guards"), c.guards) for t, c in self.tenants.items()]
+        for loc, g in guards:
             for j, target in enumerate(g.refusal.fallback if g is not None else ()):
                 if target not in self.models:
-                    known = ", ".join(sorted(self.models)) or "none defined"
-                    problems.append(f"{where}.refusal.fallback.{j}: unknown model alias {target!r} (known: {known})")
+                    problems.append(((*loc, "refusal", "fallback", j), f"unknown model alias {target!r} (known: {models})"))
         for i, k in enumerate(self.keys):
             if k.tenant not in self.tenants:
-                problems.append(f"keys.{i}.tenant: unknown tenant {k.tenant!r}")
+                problems.append((("keys", i, "tenant"), f"unknown tenant {k.tenant!r} (known: {tenants})"))
         for section, rules in (("limits", self.limits), ("budgets", self.budgets)):
             for i, r in enumerate(rules):
-                for t in {r.tenant, r.match if r.scope == "tenant" else None} - {None}:
-                    if t not in self.tenants:
-                        problems.append(f"{section}.{i}: unknown tenant {t!r}")
-        names = [b.name for b in self.budgets]
-        for n in {n for n in names if names.count(n) > 1}:
-            problems.append(f"budgets: the name {n!r} is used twice")
-        if problems:
-            raise ValueError("; ".join(problems))
+                for key in ("tenant", "match"):
+                    t = getattr(r, key)
+                    if t is not None and (key == "tenant" or r.scope == "tenant") and t not in self.tenants:
+                        problems.append(((section, i, key), f"unknown tenant {t!r} (known: {tenants})"))
+        first: dict[str, int] = {}
+        for i, b in enumerate(self.budgets):
+            if b.name in first:
+                problems.append((("budgets", i, "name"), f"the name {b.name!r} is used twice (first: budgets.{first[b.name]})"))
+            first.setdefault(b.name, i)
+        raise_problems("BastionConfig", problems, None)
         return self

@@ -10,6 +10,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from .problems import Loc, raise_problems
+
 Strategy = Literal["weighted", "least_outstanding", "lowest_latency"]
 
 
@@ -100,8 +102,10 @@ class FallbackConfig(_Strict):
 
     @model_validator(mode="after")
     def _no_dupes(self) -> FallbackConfig:
+        problems: list[tuple[Loc, str]] = []
         for name in ("models", "on_context_overflow", "on_content_filter"):
             seq = getattr(self, name)
-            if len(set(seq)) != len(seq):
-                raise ValueError(f"{name} lists an alias twice")
+            problems += [((name, i), f"{name} lists the alias {alias!r} twice")
+                         for i, alias in enumerate(seq) if alias in seq[:i]]
+        raise_problems("FallbackConfig", problems, None)
         return self

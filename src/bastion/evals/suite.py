@@ -9,9 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
-import yaml
 
-from bastion.config.loader import _line_index
+from bastion import yamlfile
 
 from .assertions import REGISTRY, Assertion
 from .model import Case, Gate, Suite, SuiteError, Variant
@@ -161,15 +160,9 @@ def read_case_rows(path: Path, problems: Problems) -> list[tuple[dict[str, Any],
 
 def _parse_yaml(text: str, source: str) -> tuple[Any, dict[tuple[str, ...], int]]:
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        raise SuiteError([f"{source}:{mark.line + 1 if mark else 1}: not valid YAML: {getattr(e, 'problem', e)}"]) from None
-    lines: dict[tuple[str, ...], int] = {}
-    if node is not None:
-        _line_index(node, (), lines)
-    return data, lines
+        return yamlfile.load(text, source)
+    except yamlfile.YamlError as e:
+        raise SuiteError(e.problems) from None
 
 
 def load_suite(path: str | Path) -> Suite:

@@ -163,9 +163,8 @@ class GuardStage:
                    for h in holds]
         await asyncio.to_thread(self.store.insert_approvals, records)
 
-    def count(self, ctx: RequestContext) -> None:
-        """Metrics for every verdict of a finished request."""
-        model = ctx.alias or "-"
+    def count(self, ctx: RequestContext, model: str) -> None:
+        """Metrics for every verdict of a finished request (``model``: the alias as a bounded label)."""
         for v in ctx.guards:
             guard = str(v.get("guard"))
             self.metrics.guard_verdicts.labels(model, guard, str(v.get("action"))).inc()

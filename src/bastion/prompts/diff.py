@@ -9,12 +9,13 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
-from . import _yaml
+from bastion import yamlfile
+
 from .spec import readable
 
 
 def spec_text(spec: dict[str, Any]) -> str:
-    return _yaml.dump(readable(spec))
+    return yamlfile.dump(readable(spec))
 
 
 def unified(a_spec: dict[str, Any], b_spec: dict[str, Any], a_title: str, b_title: str, context: int = 3) -> str:

@@ -28,7 +28,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from . import _yaml
+from bastion import yamlfile
+
 from .errors import PromptLabelError, PromptSpecError
 from .spec import NAME_RE, readable, spec_hash, validate_spec
 
@@ -130,7 +131,7 @@ def to_yaml(lock: Lock) -> str:
         entry["versions"] = [{"number": v.number, "hash": v.digest, "created_at": v.created_at,
                               "spec": readable(v.spec)} for v in sorted(p.versions, key=lambda v: v.number)]
         prompts[name] = entry
-    return _HEADER + _yaml.dump({"lock_version": LOCK_FORMAT, "prompts": prompts})
+    return _HEADER + yamlfile.dump({"lock_version": LOCK_FORMAT, "prompts": prompts})
 
 
 @contextmanager
@@ -182,9 +183,9 @@ def read_lock(path: Path) -> Lock:
     except (OSError, UnicodeDecodeError) as e:
         raise PromptSpecError(f"{source}: cannot read the lock file: {e}") from None
     try:
-        data, lines = _yaml.load(text, source)
-    except ValueError as e:
-        raise PromptSpecError(str(e)) from None
+        data, lines = yamlfile.load(text, source)
+    except yamlfile.YamlError as e:
+        raise PromptSpecError(e.problems) from None
     if data is None:
         return {}
     if not isinstance(data, dict) or data.get("lock_version") != LOCK_FORMAT:
@@ -192,7 +193,7 @@ def read_lock(path: Path) -> Lock:
                               "from version control or delete it and run `bastion prompts lock`")
     prompts = data.get("prompts") or {}
     if not isinstance(prompts, dict):
-        raise PromptSpecError(f"{_yaml.where(source, lines, 'prompts')}: prompts must be a mapping")
+        raise PromptSpecError(f"{yamlfile.where(source, lines, 'prompts')}: prompts must be a mapping")
     problems: list[str] = []
     lock: Lock = {}
     for name, entry in prompts.items():
@@ -204,9 +205,9 @@ def read_lock(path: Path) -> Lock:
     return lock
 
 
-def _read_prompt(name: str, entry: Any, source: str, lines: _yaml.Lines, problems: list[str]) -> LockedPrompt | None:
+def _read_prompt(name: str, entry: Any, source: str, lines: yamlfile.Lines, problems: list[str]) -> LockedPrompt | None:
     def at(*path: str | int) -> str:
-        return f"{_yaml.where(source, lines, 'prompts', name, *path)}: prompts.{name}" + "".join(f".{p}" for p in path)
+        return f"{yamlfile.where(source, lines, 'prompts', name, *path)}: prompts.{name}" + "".join(f".{p}" for p in path)
 
     if not NAME_RE.match(name) or not isinstance(entry, dict):
         problems.append(f"{at()}: not a valid prompt entry")

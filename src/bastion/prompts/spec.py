@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import _yaml
+from bastion import yamlfile
+
 from .errors import PromptSpecError
 from .template import GLOBALS, check_template
 
@@ -86,16 +87,16 @@ def load_spec_file(path: Path) -> SpecFile:
     except (OSError, UnicodeDecodeError) as e:
         raise PromptSpecError(f"{source}: cannot read: {e}") from None
     try:
-        data, lines = _yaml.load(text, source)
-    except ValueError as e:
-        raise PromptSpecError(str(e)) from None
+        data, lines = yamlfile.load(text, source)
+    except yamlfile.YamlError as e:
+        raise PromptSpecError(e.problems) from None
     if data is None:
         raise PromptSpecError(f"{source}: the file is empty; a prompt needs at least `messages:`")
     if not isinstance(data, dict):
         raise PromptSpecError(f"{source}:1: the top level must be a mapping (description, variables, messages, ...)")
     problems = []
     if "name" in data and data["name"] != name:
-        problems.append(f"{_yaml.where(source, lines, 'name')}: name: {data['name']!r} does not match the file "
+        problems.append(f"{yamlfile.where(source, lines, 'name')}: name: {data['name']!r} does not match the file "
                         f"name {name!r}; rename the file or remove `name:`")
     spec = {k: v for k, v in data.items() if k != "name"}
     problems += validate_spec(spec, source, lines)
@@ -104,12 +105,12 @@ def load_spec_file(path: Path) -> SpecFile:
     return SpecFile(name=name, path=path, spec=spec, digest=spec_hash(spec))
 
 
-def validate_spec(spec: Any, source: str, lines: _yaml.Lines | None = None) -> list[str]:
+def validate_spec(spec: Any, source: str, lines: yamlfile.Lines | None = None) -> list[str]:
     """Every problem of a spec (as parsed from a file or read back from the lock file)."""
     lines = lines or {}
 
     def at(*path: str | int) -> str:
-        return f"{_yaml.where(source, lines, *path)}: {'.'.join(str(p) for p in path)}"
+        return f"{yamlfile.where(source, lines, *path)}: {'.'.join(str(p) for p in path)}"
 
     if not isinstance(spec, dict):
         return [f"{source}: a prompt spec must be a mapping"]

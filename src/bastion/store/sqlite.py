@@ -99,18 +99,40 @@ class SQLiteStore(ApprovalsMixin):
             self._local.conn = None
 
     # ---- request log -------------------------------------------------------------------------
+    @staticmethod
+    def encode_request(record: dict[str, Any]) -> tuple[Any, ...]:
+        """One request record as a row (raises if a value cannot be encoded: see LogWriter's reduce)."""
+        return tuple(_encode(c, record.get(c)) for c in REQUEST_COLUMNS)
+
     def write_requests(self, records: Sequence[dict[str, Any]]) -> None:
-        if not records:
+        if records:
+            self.write_rows([self.encode_request(r) for r in records])
+
+    def write_rows(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Insert encoded rows in one transaction."""
+        if not rows:
             return
-        rows = [tuple(_encode(c, r.get(c)) for c in REQUEST_COLUMNS) for r in records]
         conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
         try:
+            conn.execute("BEGIN IMMEDIATE")
             conn.executemany(_INSERT, rows)
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            self._abandon(conn)
             raise
+
+    def _abandon(self, conn: sqlite3.Connection) -> None:
+        """After a failed write (disk full, I/O error): roll back, and if even that fails, drop the
+        connection so that the next write starts on a fresh one instead of inside a dead transaction."""
+        try:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            try:
+                conn.close()
+            except sqlite3.Error:
+                pass
+            self._local.conn = None
 
     @staticmethod
     def _row(row: sqlite3.Row) -> dict[str, Any]:
@@ -185,6 +207,16 @@ class SQLiteStore(ApprovalsMixin):
         if dims:
             sql += f" GROUP BY {', '.join(dims)} ORDER BY cost_nusd DESC"
         return [dict(r) for r in self._conn().execute(sql, args)]
+
+    def spend_since(self, since: float, *, per_second: bool = False) -> list[dict[str, Any]]:
+        """Spend (``cost_nusd``, exact) and tokens (``tokens``) of the requests received since ``since``, per
+        tenant, user and key; ``per_second`` also splits them by the second they arrived (``t``, in order).
+        What a restarted gateway rebuilds its budget and quota counters from."""
+        t = ", CAST(received_at AS INTEGER) AS t" if per_second else ""
+        sql = (f"SELECT tenant, user, key_id{t}, COALESCE(SUM(cost_nusd), 0) AS cost_nusd, "
+               "COALESCE(SUM(total_tokens), 0) AS tokens FROM requests WHERE received_at >= ? "
+               f"GROUP BY tenant, user, key_id{', t ORDER BY t' if per_second else ''}")
+        return [dict(r) for r in self._conn().execute(sql, (since,))]
 
     # ---- alerts ------------------------------------------------------------------------------
     def insert_alert(self, alert: dict[str, Any]) -> None:

@@ -80,10 +80,32 @@ class Metrics:
         self.inflight = Gauge("bastion_inflight_requests", "Requests being served now", registry=r)
         self.log_written = Counter("bastion_log_records_written", "Request-log records committed", registry=r)
         self.log_queue = Gauge("bastion_log_queue_depth", "Request-log records waiting to be committed", registry=r)
+        self.log_events = Counter(
+            "bastion_log_events", "Request-log trouble: store_failure, spill_failure, reduced (stored with unencodable "
+            "parts replaced), degraded, recovered, writer_error", ["event"], registry=r,
+        )
+        self.log_lost = Counter(
+            "bastion_log_records_lost", "Request-log records that no storage took (on_write_failure: serve)", registry=r,
+        )
+        self.log_degraded = Gauge(
+            "bastion_log_degraded", "1 while neither the store nor the spill file can be written", registry=r,
+        )
+        self.over_reservation = Counter(
+            "bastion_budget_over_reservation", "Requests that settled above their budget reservation (an upstream "
+            "that ignored max_tokens), by alias and deployment", ["model", "deployment"], registry=r,
+        )
 
     def on_breaker(self, deployment: str, state: str) -> None:
         self.breaker_changes.labels(deployment, state).inc()
         self.breaker_state.labels(deployment).set({"closed": 0, "half_open": 1, "open": 2}[state])
+
+    def on_log_event(self, event: str, n: int) -> None:
+        if event == "lost":
+            self.log_lost.inc(n)
+            return
+        self.log_events.labels(event).inc(n)
+        if event in ("degraded", "recovered"):
+            self.log_degraded.set(1 if event == "degraded" else 0)
 
     def on_flush(self, written: int, pending: int) -> None:
         self.log_written.inc(written)
