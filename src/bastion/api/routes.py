@@ -53,8 +53,10 @@ async def handle(
     streaming = False
     try:
         ctx.key = await gw.keys.authenticate(presented_key(request))
-        raw = await read_body(request, gw.config.server.max_body_bytes)
-        body = validate.require_object(parse_json(raw))
+        gw.check_log_writable()
+        sc = gw.config.server
+        raw = await read_body(request, sc.max_body_bytes, sc.body_timeout_s)
+        body = validate.require_object(parse_json(raw, max_depth=sc.max_json_depth, max_elements=sc.max_json_elements))
         if endpoint != "embeddings":
             body, ctx.prompt_version = await gw.prompting.apply(body, request.headers, dialect)
         ctx.body = body

@@ -35,6 +35,17 @@ class ServerConfig(_Strict):
     admin_key_env: str | None = Field(
         None, description="env var holding the bearer token of the /admin API (unset: the admin API is off)"
     )
+    metrics_key_env: str | None = Field(
+        None, description="env var holding a bearer token that GET /metrics requires (unset: /metrics is open)"
+    )
+    max_json_depth: int = Field(64, ge=2, le=250, description="deepest nesting of a request body (400 beyond)")
+    max_json_elements: int = Field(
+        250_000, ge=100, description="array items and object members in a request body, in all (400 beyond)"
+    )
+    header_timeout_s: float = Field(
+        10.0, gt=0, description="a client must send its request line and headers within this (else 408, closed)"
+    )
+    body_timeout_s: float = Field(30.0, gt=0, description="a client must send its whole body within this (408)")
 
 
 class StoreConfig(_Strict):
@@ -46,6 +57,11 @@ class StoreConfig(_Strict):
     log_bodies: bool = Field(True, description="store full request and response bodies")
     redact_keys: tuple[str, ...] = Field(
         (), description="JSON keys whose values are replaced by '[redacted]' in stored bodies"
+    )
+    on_write_failure: Literal["refuse", "serve"] = Field(
+        "refuse",
+        description="when neither the store nor the spill file can be written: refuse new requests with a 503 "
+        "so that every answered request keeps its record (refuse), or keep serving and count lost records (serve)",
     )
 
     @field_validator("url")

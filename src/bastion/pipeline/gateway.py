@@ -15,7 +15,7 @@ import orjson
 from bastion.cache.service import ResponseCache
 from bastion.config.model import BastionConfig
 from bastion.dialects import messages_response_to_chat
-from bastion.errors import BastionError, ModelNotFound
+from bastion.errors import BastionError, LogUnavailable, ModelNotFound
 from bastion.guards.stream_guard import StreamGuard
 from bastion.keys import KeyRing
 from bastion.metering.meter import Meter
@@ -86,7 +86,10 @@ class Gateway(ReaskMixin):
             queue_size=sc.queue_size,
             spill_path=sc.spill_path,
             on_flush=self.metrics.on_flush,
+            on_write_failure=sc.on_write_failure,
+            on_event=self._on_log_event,
         )
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.ready = False
         self.started_at = time.time()
         # Consulted when every attempt failed, before the degraded answer: the response cache plugs in
@@ -94,6 +97,7 @@ class Gateway(ReaskMixin):
         self.answer_on_failure: FailureAnswer | None = self.caching.on_failure
 
     async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         await asyncio.to_thread(self.writer.start)
         await self.meter.start()
         await asyncio.to_thread(self.guarding.warm)
@@ -109,12 +113,42 @@ class Gateway(ReaskMixin):
         await self.state.close()
         await asyncio.to_thread(self.writer.close)
 
+    # ---- the request log's health ------------------------------------------------------------
+    def check_log_writable(self) -> None:
+        """Fail closed while the request log cannot be written (``store.on_write_failure: refuse``)."""
+        if not self.writer.accepting:
+            raise LogUnavailable(
+                "the request log cannot be written right now (disk full or failing), so Bastion refuses new "
+                "requests rather than serve them unrecorded (store.on_write_failure: refuse); retry shortly",
+                headers={"retry-after": "5"})
+
+    def _on_log_event(self, event: str, n: int) -> None:
+        """From the writer thread: metrics at once; an alert on the event loop when the log is in trouble."""
+        self.metrics.on_log_event(event, n)
+        if event not in ("degraded", "lost") or self._loop is None or self._loop.is_closed():
+            return
+        w = self.writer
+        if event == "degraded":
+            msg = (f"the request log cannot be written: neither {w.store.path} nor {w.spill_path} takes writes; "
+                   f"on_write_failure={w.on_write_failure}")
+        else:
+            msg = f"{w.lost} request-log records were lost (neither the store nor the spill file takes writes)"
+        hour = int(time.time() // 3600)
+        coro = self.meter.alerts.fire(f"alert:log:{event}:{hour}", f"log_{event}", "critical", "request_log", msg,
+                                      {"store": str(w.store.path), "spill": str(w.spill_path), "lost": w.lost})
+        self._loop.call_soon_threadsafe(self.meter.alerts.background.spawn, coro)
+
+    def metric_model(self, ctx: RequestContext) -> str:
+        """The alias as a metric label: only configured aliases, never a string a client made up."""
+        alias = ctx.alias
+        return alias if alias is not None and alias in self.router.routes else "-"
+
     # ---- accounting --------------------------------------------------------------------------
     def finish(self, ctx: RequestContext) -> None:
         """Close the books on a request: metrics, then one record to the log writer."""
         ctx.done_at = ctx.now()
         m = self.metrics
-        model = ctx.alias or "-"
+        model = self.metric_model(ctx)
         m.requests.labels(ctx.endpoint, model, ctx.deployment or "-", str(ctx.status)).inc()
         if ctx.error_code:
             m.errors.labels(ctx.endpoint, model, ctx.error_code).inc()
@@ -129,7 +163,7 @@ class Gateway(ReaskMixin):
         for a in ctx.attempts:
             m.attempts.labels(a.deployment, a.outcome).inc()
         if ctx.guards:
-            self.guarding.count(ctx)
+            self.guarding.count(ctx, model)
         ready = ctx.open_stream
         if ready is not None:
             ctx.open_stream = None
