@@ -9,7 +9,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from bastion.errors import BastionError
+from bastion.errors import BastionError, PermissionDenied
 from bastion.pipeline import Gateway, RequestContext, Result
 from bastion.pipeline.context import new_request_id
 
@@ -27,16 +27,28 @@ _OPTION_HEADERS = frozenset(
 )
 
 
-def _end_user(request: Request, body: dict[str, Any], dialect: str) -> str | None:
-    user = request.headers.get("x-bastion-user")
-    if user:
-        return user
-    if dialect == "openai" and isinstance(body.get("user"), str):
-        return body["user"]
+def _end_user(request: Request, body: dict[str, Any], dialect: str, bound: str | None) -> str | None:
+    """The user the request is charged to. A key bound to a user always charges that user: naming another
+    one (``x-bastion-user``, the body's ``user``, Anthropic's ``metadata.user_id``) is a 403, never a way
+    to spend someone else's per-user budget. A key without a user charges the user the request names, or
+    none (per-user rules then count it as their tenant's anonymous user, ``metering/subjects.py``)."""
+    named: list[tuple[str, str]] = []
+    header = request.headers.get("x-bastion-user")
+    if header:
+        named.append(("x-bastion-user", header))
+    if dialect == "openai" and isinstance(body.get("user"), str) and body["user"]:
+        named.append(("user", body["user"]))
     meta = body.get("metadata")
-    if dialect == "anthropic" and isinstance(meta, dict) and isinstance(meta.get("user_id"), str):
-        return meta["user_id"]
-    return None
+    if dialect == "anthropic" and isinstance(meta, dict) and isinstance(meta.get("user_id"), str) and meta["user_id"]:
+        named.append(("metadata.user_id", meta["user_id"]))
+    if bound is None:
+        return named[0][1] if named else None
+    for field, user in named:
+        if user != bound:
+            raise PermissionDenied(
+                f"this API key is bound to user {bound!r}, so it cannot send requests as {user!r} ({field}): "
+                f"leave {field} out or set it to {bound!r}, or use a key of that user", param=field)
+    return bound
 
 
 async def handle(
@@ -52,6 +64,7 @@ async def handle(
     gw.metrics.inflight.inc()
     streaming = False
     try:
+        ctx.session = request.headers.get("x-bastion-session")
         ctx.key = await gw.keys.authenticate(presented_key(request))
         gw.check_log_writable()
         sc = gw.config.server
@@ -63,8 +76,7 @@ async def handle(
         if isinstance(body.get("model"), str):
             ctx.alias = body["model"]
         check(body)
-        ctx.user = _end_user(request, body, dialect) or ctx.key.user
-        ctx.session = request.headers.get("x-bastion-session")
+        ctx.user = _end_user(request, body, dialect, ctx.key.user)
         for name, value in request.headers.raw:
             if name.startswith(b"x-bastion-") and name[10:] in _OPTION_HEADERS:
                 ctx.options[name[10:].decode()] = value.decode("latin-1")
