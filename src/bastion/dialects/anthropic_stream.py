@@ -17,6 +17,7 @@ import uuid
 from typing import Any
 
 from bastion.errors import UpstreamError
+from bastion.scrub import process_scrubber, scrub
 
 from ._common import chat_id_for, finish_reason_for, message_id_for, stop_reason_for
 from .anthropic_response import anthropic_usage_from_chat, chat_usage_from_anthropic
@@ -42,10 +43,10 @@ def upstream_error_from_event(data: dict[str, Any]) -> UpstreamError:
     message = err.get("message") or "the upstream reported an error mid-stream"
     status, retryable = _ANTHROPIC_ERROR_STATUS.get(kind, (502, True))
     return UpstreamError(
-        f"upstream error ({kind}): {message}",
+        scrub(f"upstream error ({kind}): {message}"),
         status=status,
         code=kind,
-        upstream_body=data,
+        upstream_body=process_scrubber().value(data),  # upstreams quote the key they were sent
         retryable=retryable,
     )
 
@@ -224,9 +225,9 @@ class ChatToMessagesStream:
         if isinstance(chunk.get("error"), dict):
             err = chunk["error"]
             raise UpstreamError(
-                f"upstream error: {err.get('message') or 'error in stream'}",
+                scrub(f"upstream error: {err.get('message') or 'error in stream'}"),
                 code=str(err.get("code") or err.get("type") or "upstream_error"),
-                upstream_body=chunk,
+                upstream_body=process_scrubber().value(chunk),
             )
         if self._ended:
             return []

@@ -10,6 +10,7 @@ from typing import Any
 
 from bastion.errors import BastionError
 from bastion.keys import KeyInfo
+from bastion.scrub import scrub
 
 # Parameters worth their own place in the log (the full request is stored too).
 SAMPLING_PARAMS = (
@@ -159,14 +160,14 @@ class RequestContext:
             "response": response,
             "status": self.status,
             "error_code": self.error_code,
-            "error_message": self.error_message,
+            "error_message": scrub(self.error_message) if self.error_message else None,
             "finish_reason": self.finish_reason,
             "prompt_tokens": self.usage.get("prompt_tokens"),
             "completion_tokens": self.usage.get("completion_tokens"),
             "total_tokens": self.usage.get("total_tokens"),
             "ttft_ms": self.ttft_ms,
             "latency_ms": self.latency_ms,
-            "attempts": [a.as_dict() for a in self.attempts],
+            "attempts": [_scrubbed(a.as_dict()) for a in self.attempts],
             "cost_nusd": None if self.cost_usd is None else int(self.cost_usd * 1_000_000_000),
             "cost": self.cost_detail,
             "prompt_version": self.prompt_version,
@@ -176,6 +177,13 @@ class RequestContext:
             "saved_nusd": None if self.saved_usd is None else int(self.saved_usd * 1_000_000_000),
             "guards": self.guards or None,
         }
+
+
+def _scrubbed(attempt: dict[str, Any]) -> dict[str, Any]:
+    """Last line of defence: an attempt's error never carries a provider key into the log (bastion.scrub)."""
+    if attempt["error"]:
+        attempt["error"] = scrub(attempt["error"])
+    return attempt
 
 
 def _redact(value: Any, keys: tuple[str, ...]) -> Any:

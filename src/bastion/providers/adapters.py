@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from bastion.config.model import ProviderConfig
+from bastion.scrub import Scrubber
 
 from .base import Provider
 
@@ -55,8 +56,8 @@ class AnthropicProvider(Provider):
     default_base_url = "https://api.anthropic.com"
     default_api_version = "2023-06-01"
 
-    def __init__(self, name: str, config: ProviderConfig) -> None:
-        super().__init__(name, config)
+    def __init__(self, name: str, config: ProviderConfig, scrubber: Scrubber | None = None) -> None:
+        super().__init__(name, config, scrubber)
         if self.base_url.endswith("/v1"):
             self.base_url = self.base_url[:-3]
 
@@ -78,5 +79,6 @@ ADAPTERS: dict[str, type[Provider]] = {
 }
 
 
-def build_provider(name: str, config: ProviderConfig) -> Provider:
-    return ADAPTERS[config.type](name, config)
+def build_provider(name: str, config: ProviderConfig, scrubber: Scrubber | None = None) -> Provider:
+    """The adapter for ``config.type``; its error messages go through ``scrubber`` (default: the process's)."""
+    return ADAPTERS[config.type](name, config, scrubber)

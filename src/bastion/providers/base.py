@@ -2,11 +2,14 @@
 
 A provider knows how to reach its upstream (URL, auth headers) and which dialect it speaks; it knows
 nothing of routing, logging or translation. ``post`` returns the open response or raises a
-``bastion.errors`` exception that says what went wrong.
+``bastion.errors`` exception that says what went wrong; every such message passes through the provider's
+scrubber (``bastion.scrub``), since upstreams quote the key they were sent, and credentials in
+``base_url`` are sent as Basic auth but never shown.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from typing import Literal
@@ -16,6 +19,9 @@ import orjson
 
 from bastion.config.model import ProviderConfig
 from bastion.errors import UnsupportedParameter, UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from bastion.scrub import MIN_SECRET, Scrubber, process_scrubber, split_userinfo
+
+log = logging.getLogger("bastion.providers")
 
 Dialect = Literal["openai", "anthropic"]
 
@@ -39,29 +45,42 @@ _STABLE_CODES = {
 }
 
 
-def _error_message(body: bytes) -> tuple[str, str | None]:
+_MAX_MESSAGE = 1000  # characters of an upstream's error message passed on (after scrubbing: never cut a key)
+
+
+def _error_message(body: bytes, scrub: Scrubber) -> tuple[str, str | None]:
+    """The upstream's own message and code, credentials removed before anything is cut."""
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError:
-        text = body[:300].decode("utf-8", "replace").strip()
-        return (text or "(empty body)"), None
+        text = scrub(body[:16384].decode("utf-8", "replace")).strip()
+        return (text[:300] or "(empty body)"), None
     err = data.get("error") if isinstance(data, dict) else None
     if isinstance(err, dict):
         code = err.get("code") or err.get("type")
-        return str(err.get("message") or err), (str(code) if code else None)
+        return scrub(str(err.get("message") or err))[:_MAX_MESSAGE], (scrub(str(code)) if code else None)
     if isinstance(err, str):
-        return err, None
-    return str(data)[:300], None
+        return scrub(err)[:_MAX_MESSAGE], None
+    return scrub(str(data))[:300], None
 
 
 class Provider:
     dialect: Dialect = "openai"
     default_base_url = ""
 
-    def __init__(self, name: str, config: ProviderConfig) -> None:
+    def __init__(self, name: str, config: ProviderConfig, scrubber: Scrubber | None = None) -> None:
         self.name = name
         self.config = config
-        self.base_url = (config.base_url or self.default_base_url).rstrip("/")
+        self.scrub = scrubber if scrubber is not None else process_scrubber()
+        # Credentials in the URL never go into a URL we build (messages quote URLs): kept apart, sent as
+        # Basic auth when the provider sends no Authorization header of its own.
+        base_url, user, password = split_userinfo((config.base_url or self.default_base_url).rstrip("/"))
+        self.base_url = base_url
+        self.scrub.add(password)
+        self._url_auth = aiohttp.encode_basic_auth(user or "", password or "") if user or password else None
+        if self._url_auth is not None and self._sends_authorization():
+            log.warning("provider %r: base_url carries credentials, but the provider sends its own Authorization "
+                        "header (its API key or headers:), so the URL's credentials are not sent", name)
         self._session: aiohttp.ClientSession | None = None
 
     # ---- per-provider details ----------------------------------------------------------------
@@ -75,6 +94,10 @@ class Provider:
         raise NotImplementedError
 
     # ---- shared machinery --------------------------------------------------------------------
+    def _sends_authorization(self) -> bool:
+        sent = {**self.auth_headers("key" if self.config.api_key_env else None), **self.config.headers}
+        return any(h.lower() == "authorization" for h in sent)
+
     def api_key(self) -> str | None:
         env = self.config.api_key_env
         if env is None:
@@ -86,6 +109,8 @@ class Provider:
                 status=503,
                 code="provider_key_missing",
             )
+        if key not in self.scrub.secrets and len(key) >= MIN_SECRET:
+            self.scrub.add(key)  # set after the config was loaded: scrubbed from now on all the same
         return key
 
     def session(self) -> aiohttp.ClientSession:
@@ -116,15 +141,20 @@ class Provider:
         headers = {"content-type": "application/json", "user-agent": "bastion/0.1"}
         headers.update(self.auth_headers(self.api_key()))
         headers.update(self.config.headers)
+        if self._url_auth is not None and not any(h.lower() == "authorization" for h in headers):
+            headers["authorization"] = self._url_auth
+        scrub = self.scrub
         try:
             if timeout is None:
                 resp = await self.session().post(url, data=body, headers=headers)
             else:
                 resp = await self.session().post(url, data=body, headers=headers, timeout=timeout)
         except TimeoutError:
-            raise UpstreamTimeout(f"deployment {deployment!r} did not answer in time ({url})") from None
+            raise UpstreamTimeout(scrub(f"deployment {deployment!r} did not answer in time ({url})")) from None
         except aiohttp.ClientConnectorError as e:
-            raise UpstreamUnavailable(f"could not connect to deployment {deployment!r} at {url}: {e.os_error}") from None
+            raise UpstreamUnavailable(
+                scrub(f"could not connect to deployment {deployment!r} at {url}: {e.os_error}")
+            ) from None
         except (aiohttp.ClientError, OSError) as e:
             raise UpstreamUnavailable(
                 f"deployment {deployment!r} dropped the connection before answering: {type(e).__name__}"
@@ -140,7 +170,7 @@ class Provider:
         return resp
 
     def map_error(self, status: int, headers: Mapping[str, str], body: bytes, deployment: str) -> UpstreamError:
-        message, code = _error_message(body)
+        message, code = _error_message(body, self.scrub)
         keep = {h: headers[h] for h in _KEEP_HEADERS if h in headers}
         if status in (401, 403):
             env = self.config.api_key_env or "its api_key_env"

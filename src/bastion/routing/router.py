@@ -24,6 +24,7 @@ from bastion.config.reliability import (
 )
 from bastion.errors import ModelNotFound
 from bastion.providers import Provider, build_provider
+from bastion.scrub import register as register_secrets
 
 from .stats import DeploymentStats
 
@@ -81,7 +82,10 @@ class Router:
     EXPLORE = 0.05  # lowest_latency: share of requests that try a random order, to refresh estimates
 
     def __init__(self, config: BastionConfig, *, rng: random.Random | None = None) -> None:
-        self.providers: dict[str, Provider] = {n: build_provider(n, p) for n, p in config.providers.items()}
+        self.scrub = register_secrets(config)  # provider keys and URL passwords never leave in a message
+        self.providers: dict[str, Provider] = {
+            n: build_provider(n, p, self.scrub) for n, p in config.providers.items()
+        }
         self.routes: dict[str, Route] = {}
         self.stats = DeploymentStats()
         for alias, m in config.models.items():
