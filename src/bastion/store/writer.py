@@ -44,6 +44,7 @@ log = logging.getLogger("bastion.store")
 OnEvent = Callable[[str, int], None]
 
 _RETRY_MIN_S, _RETRY_MAX_S = 0.2, 5.0
+REFUSED = "log_unavailable"  # the error code of requests refused because the log could not be written
 
 
 class LogWriter:
@@ -83,9 +84,12 @@ class LogWriter:
     # ---- producer side (event loop) ----------------------------------------------------------
     def submit(self, record: dict[str, Any]) -> None:
         with self._cond:
-            if len(self._queue) < self.queue_size or (self.degraded and self.on_write_failure == "refuse"):
+            if len(self._queue) < self.queue_size or (
+                    self.degraded and self.on_write_failure == "refuse" and record.get("error_code") != REFUSED):
                 # refuse: the gateway stops taking requests while degraded, so what arrives now belongs to
-                # requests already answered: held in memory until the disk takes writes again
+                # requests already answered: held in memory until the disk takes writes again (the rows of
+                # the refusals themselves are held only while there is room: a flood of them must not grow
+                # memory without bound)
                 self._queue.append(record)
                 if len(self._queue) >= self.batch_size:
                     self._cond.notify()
