@@ -15,14 +15,8 @@ import orjson
 
 from bastion.config import load_config
 from bastion.errors import BastionError, ConfigError
+from bastion.terminal import SafeStdout, json_text, table, visible, visible_text
 from bastion.timeparse import parse_since
-
-
-def _table(rows: list[dict[str, Any]], columns: Sequence[str]) -> str:
-    cells = [[("" if r.get(c) is None else str(r.get(c))) for c in columns] for r in rows]
-    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
-    line = lambda vals: "  ".join(v.ljust(w) for v, w in zip(vals, widths, strict=True)).rstrip()  # noqa: E731
-    return "\n".join([line(list(columns)), line(["-" * w for w in widths])] + [line(r) for r in cells])
 
 
 def _since(value: str, flag: str = "--since") -> float:
@@ -70,10 +64,10 @@ def cmd_keys(args: argparse.Namespace) -> int:
             raise SystemExit(f"unknown tenant {args.tenant!r}; add it under `tenants:` (known: {', '.join(config.tenants)})")
         key, rec = create_key(store, name=args.name or args.tenant, tenant=args.tenant, user=args.user)
         if args.json:
-            print(orjson.dumps({**{k: v for k, v in rec.items() if k != "key_sha256"}, "key": key}).decode())
+            print(json_text(orjson.dumps({**{k: v for k, v in rec.items() if k != "key_sha256"}, "key": key}).decode()))
         else:
-            print(f"created key {rec['id']} (name {rec['name']}, tenant {rec['tenant']}"
-                  f"{', user ' + rec['user'] if rec['user'] else ''})\n{key}\nStore it now: it is not shown again.")
+            print(f"created key {rec['id']} (name {visible(rec['name'])}, tenant {visible(rec['tenant'])}"
+                  f"{', user ' + visible(rec['user']) if rec['user'] else ''})\n{key}\nStore it now: it is not shown again.")
     elif args.keys_cmd == "list":
         rows = store.list_keys(include_revoked=args.all)
         for r in rows:
@@ -82,9 +76,9 @@ def cmd_keys(args: argparse.Namespace) -> int:
             r["prefix"] = r["prefix"] + "…"
         if args.json:
             for r in rows:
-                print(orjson.dumps({k: v for k, v in r.items() if k != "key_sha256"}).decode())
+                print(json_text(orjson.dumps({k: v for k, v in r.items() if k != "key_sha256"}).decode()))
         else:
-            print(_table(rows, ["id", "name", "tenant", "user", "prefix", "created", "revoked"]))
+            print(table(rows, ["id", "name", "tenant", "user", "prefix", "created", "revoked"]))
     elif args.keys_cmd == "revoke":
         n = store.revoke_key(args.key)
         if not n:
@@ -101,7 +95,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
         rec = store.get_request(args.id)
         if rec is None:
             raise SystemExit(f"no logged request with id {args.id!r}")
-        print(orjson.dumps(rec, option=orjson.OPT_INDENT_2).decode())
+        print(json_text(orjson.dumps(rec, option=orjson.OPT_INDENT_2).decode()))
         return 0
     filters = {"tenant": args.tenant, "user": args.user, "session": args.session, "alias": args.model,
                "deployment": args.deployment, "status": args.status}
@@ -112,7 +106,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
             if not args.bodies:
                 r.pop("request", None)
                 r.pop("response", None)
-            sys.stdout.write(orjson.dumps(r).decode() + "\n")
+            sys.stdout.write(json_text(orjson.dumps(r).decode()) + "\n")
         return 0
     for r in rows:
         r["time"] = datetime.fromtimestamp(r["received_at"], UTC).strftime("%Y-%m-%d %H:%M:%S")
@@ -123,7 +117,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
         r["error"] = (r["error_code"] or "")
         r["guards"] = ",".join(f"{g.get('guard')}={g.get('action')}" for g in r.get("guards") or ()
                                if g.get("action") not in (None, "pass"))
-    print(_table(rows, ["id", "time", "tenant", "user", "alias", "deployment", "kind", "status", "tokens",
+    print(table(rows, ["id", "time", "tenant", "user", "alias", "deployment", "kind", "status", "tokens",
                         "ttft", "ms", "error", "guards"]))
     return 0
 
@@ -133,12 +127,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     result = asyncio.run(replay(_config(args), args.id))
     if args.json:
-        print(orjson.dumps(result.as_dict(), option=orjson.OPT_INDENT_2).decode())
+        print(json_text(orjson.dumps(result.as_dict(), option=orjson.OPT_INDENT_2).decode()))
         return 0
     o = result.original
-    print(f"replayed {o['id']} → {result.replay_id} on deployment {o['deployment']}")
-    print(f"  model        {o.get('served_model')} → {result.replay_model}")
-    print(f"  fingerprint  {o.get('system_fingerprint')} → {result.replay_fingerprint}")
+    print(f"replayed {o['id']} → {result.replay_id} on deployment {visible(o['deployment'])}")
+    print(f"  model        {visible(o.get('served_model'))} → {visible(result.replay_model)}")
+    print(f"  fingerprint  {visible(o.get('system_fingerprint'))} → {visible(result.replay_fingerprint)}")
     if result.identical:
         print("  output       identical")
     else:
@@ -162,11 +156,11 @@ def cmd_costs(args: argparse.Namespace) -> int:
                        until=_since(args.until, "--until") if args.until else None)
     if args.format == "json":
         print(json.dumps({"by": by, "rows": rows, "total_usd": f"{total_usd(rows):f}"}, indent=2))
-    elif args.format == "csv":
-        sys.stdout.write(to_csv(rows))
+    elif args.format == "csv":  # cells escaped like the table's (--format json keeps exact values)
+        sys.stdout.write(to_csv([{k: visible(v) if isinstance(v, str) else v for k, v in r.items()} for r in rows]))
     else:
         cols = [*by, "requests", "errors", "prompt_tokens", "completion_tokens", "cost_usd", "cache_hits", "saved_usd"]
-        print(_table(rows, cols) if rows else "no requests in that range")
+        print(table(rows, cols) if rows else "no requests in that range")
         print(f"\ntotal: ${total_usd(rows):f} over {sum(r['requests'] for r in rows)} requests")
     return 0
 
@@ -184,7 +178,7 @@ def cmd_alerts(args: argparse.Namespace) -> int:
     for r in rows:
         r["created"] = datetime.fromtimestamp(r["created_at"]).strftime("%Y-%m-%d %H:%M:%S")
         r["delivered"] = "yes" if r["delivered_at"] else ("no" if r["deliveries"] else "-")
-    print(_table(rows, ["created", "kind", "severity", "subject", "delivered", "message"]) if rows else "no alerts")
+    print(table(rows, ["created", "kind", "severity", "subject", "delivered", "message"]) if rows else "no alerts")
     return 0
 
 
@@ -276,12 +270,12 @@ def cmd_approvals(args: argparse.Namespace) -> int:
         rows = store.list_approvals(status=None if args.status == "all" else args.status, tenant=args.tenant,
                                     limit=args.limit)
         if args.json:
-            print(orjson.dumps(rows).decode())
+            print(json_text(orjson.dumps(rows).decode()))
             return 0
         for r in rows:
             r["created"] = datetime.fromtimestamp(r["created_at"], UTC).strftime("%Y-%m-%d %H:%M:%S")
             r["args"] = json.dumps(r["arguments"])[:60]
-        print(_table(rows, ["id", "created", "status", "tenant", "tool", "args", "reason", "request_id"]))
+        print(table(rows, ["id", "created", "status", "tenant", "tool", "args", "reason", "request_id"]))
         return 0
     decision = "approved" if args.approvals_cmd == "approve" else "rejected"
     if not store.decide_approval(args.id, decision, args.by, args.note):
@@ -432,16 +426,25 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return sim_main(argv[1:]) or 0
     args = build_parser().parse_args(argv)
+    # Everything printed may hold strings a tenant or an upstream chose: the table escapes its cells, JSON
+    # is escaped as JSON, and this net shows any control or bidi character left in other text (docs/request-log.md).
+    stdout, sys.stdout = sys.stdout, SafeStdout(sys.stdout)  # type: ignore[assignment]
     try:
         return int(args.fn(args) or 0)
     except ConfigError as e:
-        print("configuration errors:\n  " + "\n  ".join(e.problems), file=sys.stderr)
+        print("configuration errors:\n  " + "\n  ".join(visible(p) for p in e.problems), file=sys.stderr)
         return 2
     except BastionError as e:
-        print(f"error: {e.message}", file=sys.stderr)
+        print(f"error: {visible_text(e.message)}", file=sys.stderr)
         return 1
+    except SystemExit as e:  # a command's error message: Python prints it on stderr
+        if isinstance(e.code, str):
+            raise SystemExit(visible_text(e.code)) from None
+        raise
     except KeyboardInterrupt:
         return 130
+    finally:
+        sys.stdout = stdout
 
 
 if __name__ == "__main__":

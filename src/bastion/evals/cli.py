@@ -9,6 +9,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from bastion.terminal import visible, visible_text
+
 EXIT_OK, EXIT_GATE_FAILED, EXIT_USAGE = 0, 1, 2
 
 
@@ -38,7 +40,7 @@ def add_parser(sub: Any, with_config: Callable[[argparse.ArgumentParser], argpar
 
 
 def _fail(msg: str) -> int:
-    print(f"error: {msg}", file=sys.stderr)
+    print(f"error: {visible_text(msg)}", file=sys.stderr)
     return EXIT_USAGE
 
 
@@ -50,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
             return _run(args)
         return _promote(args)
     except SuiteError as e:
-        print("suite errors:\n  " + "\n  ".join(e.problems), file=sys.stderr)
+        print("suite errors:\n  " + "\n  ".join(visible(p) for p in e.problems), file=sys.stderr)
         return EXIT_USAGE
 
 

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bastion.terminal import table, visible_text
+
 if TYPE_CHECKING:
     from .registry import PromptRegistry, PromptVersion
 
@@ -75,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _warn_errors(registry: PromptRegistry) -> int:
     for problem in registry.errors.values():
-        print(f"warning: {problem}", file=sys.stderr)
+        print(f"warning: {visible_text(problem)}", file=sys.stderr)
     return 1 if registry.errors else 0
 
 
@@ -97,9 +99,7 @@ def cmd_list(registry: PromptRegistry, args: argparse.Namespace) -> int:
         for r in rows:
             print(json.dumps(r))
     elif rows:
-        from bastion.cli import _table
-
-        print(_table(rows, ["name", "versions", "labels", "file_hash", "file"]))
+        print(table(rows, ["name", "versions", "labels", "file_hash", "file"]))
     else:
         print(f"no prompts in {registry.directory}" + ("" if registry.directory.is_dir() else " (no such folder)"))
     return _warn_errors(registry)
