@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from starlette.requests import Request
@@ -92,16 +92,46 @@ async def handle(
                 if on_close is not None:
                     on_close()
 
-            return SSEResponse(result.stream, headers=result.headers, on_close=closed)
+            stream = result.stream if not gw.config.store.commit_before_answer else held_until_stored(
+                result.stream, gw, ctx)
+            return SSEResponse(stream, headers=result.headers, on_close=closed)
+        await gw.stored(ctx)
         return Response(result.body, status_code=result.status, headers=result.headers, media_type=result.media_type)
     except BastionError as e:
-        return _fail(gw, ctx, e)
+        resp = _fail(gw, ctx, e)
     except Exception as e:  # a bug of ours: a clear 500 with the request id, never a stack trace
         log.exception("unexpected error in %s %s", endpoint, ctx.request_id)
-        return _fail(gw, ctx, BastionError(f"internal error ({type(e).__name__}); quote request id {ctx.request_id}"))
+        resp = _fail(gw, ctx, BastionError(f"internal error ({type(e).__name__}); quote request id {ctx.request_id}"))
     finally:
         if not streaming:
             gw.metrics.inflight.dec()
+    await gw.stored(ctx)
+    return resp
+
+
+# The last event of a stream: held back under store.commit_before_answer until the record is stored.
+_TERMINAL = (b"data: [DONE]", b"event: message_stop", b"event: error", b'data: {"error"')
+
+
+async def held_until_stored(stream: AsyncIterator[bytes], gw: Gateway, ctx: RequestContext) -> AsyncIterator[bytes]:
+    """``stream`` with its terminal event (``[DONE]``, ``message_stop``, an error event) sent only once the
+    request's log record is committed: a client that saw the end of its answer is in the log, even if the
+    gateway is killed the next instant. Everything before the terminal event flows as it comes."""
+    held = b""
+    async for chunk in stream:
+        if held:
+            yield held
+            held = b""
+        cut = chunk.rfind(b"\n\n", 0, len(chunk) - 2)
+        last = chunk[cut + 2:] if cut >= 0 else chunk
+        if last.startswith(_TERMINAL):
+            held = last
+            chunk = chunk[: cut + 2] if cut >= 0 else b""
+        if chunk:
+            yield chunk
+    if held:
+        await gw.stored(ctx)  # the relay has finished by now: its record is with the writer
+        yield held
 
 
 def _fail(gw: Gateway, ctx: RequestContext, err: BastionError) -> Response:

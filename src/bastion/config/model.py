@@ -58,6 +58,10 @@ class StoreConfig(_Strict):
     redact_keys: tuple[str, ...] = Field(
         (), description="JSON keys whose values are replaced by '[redacted]' in stored bodies"
     )
+    commit_before_answer: bool = Field(
+        False, description="send an answer's last byte only once its log record is committed (or spilled to "
+        "disk): then even kill -9 loses no answered request's record; costs one group commit per request",
+    )
     on_write_failure: Literal["refuse", "serve"] = Field(
         "refuse",
         description="when neither the store nor the spill file can be written: refuse new requests with a 503 "

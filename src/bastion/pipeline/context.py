@@ -101,6 +101,7 @@ class RequestContext:
     cache_info: dict[str, Any] | None = None
     saved_usd: Decimal | None = None
     guards: list[dict[str, Any]] = field(default_factory=list)
+    stored: Any = None  # store.commit_before_answer: a future done once the log record is committed
     # (deployment, served model, usage) of earlier answers in this request (a JSON repair, a refusal
     # fallback): priced with the final one
     prior_usage: list[tuple[str | None, str | None, dict[str, int]]] = field(default_factory=list)

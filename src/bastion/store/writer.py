@@ -73,6 +73,7 @@ class LogWriter:
         self._spill_lock = threading.Lock()
         self._stop = False
         self._thread: threading.Thread | None = None
+        self._waiters: dict[str, Callable[[], None]] = {}  # request id -> on_stored
         self.degraded = False  # neither the store nor the spill file takes writes right now
         self.written = 0
         self.spilled = 0
@@ -82,7 +83,13 @@ class LogWriter:
         self.errors = 0
 
     # ---- producer side (event loop) ----------------------------------------------------------
-    def submit(self, record: dict[str, Any]) -> None:
+    def submit(self, record: dict[str, Any], on_stored: Callable[[], None] | None = None) -> None:
+        """Queue a record. ``on_stored`` (called from the writer thread) fires once it is committed or
+        spilled, or once it is counted as lost; with a waiter queued the writer commits at once."""
+        if on_stored is not None:
+            with self._cond:
+                self._waiters[str(record.get("id"))] = on_stored
+                self._cond.notify()
         with self._cond:
             if len(self._queue) < self.queue_size or (
                     self.degraded and self.on_write_failure == "refuse" and record.get("error_code") != REFUSED):
@@ -97,8 +104,11 @@ class LogWriter:
             degraded = self.degraded
         if degraded:  # serve: memory is bounded; the spill file is known to fail
             self._lose(1)
+            self._stored([record])
             return
-        if not self._spill([record]):
+        if self._spill([record]):
+            self._stored([record])
+        else:
             with self._cond:
                 self._queue.append(record)  # the spill just failed: hold it; the writer retries
 
@@ -145,7 +155,7 @@ class LogWriter:
             try:
                 with self._cond:
                     wait = backoff if self.degraded else self.flush_interval_s
-                    if not self._stop and (self.degraded or len(self._queue) < self.batch_size):
+                    if not self._stop and (self.degraded or (len(self._queue) < self.batch_size and not self._waiters)):
                         self._cond.wait(wait)
                     stop = self._stop
                 if self._flush_all():
@@ -218,7 +228,20 @@ class LogWriter:
             if self._on_flush is not None:
                 self._on_flush(len(batch), len(self._queue))
         self._set_degraded(False)
+        self._stored(batch)
         return True
+
+    def _stored(self, records: list[dict[str, Any]]) -> None:
+        if not self._waiters:
+            return
+        for r in records:
+            with self._cond:
+                cb = self._waiters.pop(str(r.get("id")), None)
+            if cb is not None:
+                try:
+                    cb()
+                except Exception:  # e.g. the event loop is closed: nobody is waiting any more
+                    log.debug("on_stored callback failed", exc_info=True)
 
     # ---- spill file --------------------------------------------------------------------------
     def _encode_line(self, r: dict[str, Any]) -> bytes:
@@ -320,3 +343,4 @@ class LogWriter:
         sys.stderr.flush()
         log.error("request log: %d records could not be stored at shutdown; written to stderr", len(records))
         self._lose(len(records))
+        self._stored(records)
