@@ -122,7 +122,7 @@ def test_canonical_keys_ignore_key_order_whitespace_and_explicit_defaults(stack:
     assert first.headers["x-bastion-cache"] == "miss"
     same = [
         b'{ "messages" : [ { "content" : "canon" , "role" : "user" } ] ,\n "temperature": 0.0, "model": "chat" }',
-        json.dumps(_chat("canon", top_p=1, n=1, presence_penalty=0, stream=False, user="x")).encode(),
+        json.dumps(_chat("canon", top_p=1, n=1, presence_penalty=0, stream=False, user="ann")).encode(),
         json.dumps({"model": "chat", "temperature": 0,
                     "messages": [{"role": "user", "content": [{"type": "text", "text": "canon"}]}]}).encode(),
     ]

@@ -80,9 +80,10 @@ def test_applies_user_scope():
     assert applies(LimitConfig(scope="user", rpm=1), ALICE) == "user:acme/alice"
     assert applies(LimitConfig(scope="user", match="alice", rpm=1), ALICE) == "user:acme/alice"
     assert applies(LimitConfig(scope="user", match="alice", rpm=1), BOB) is None
-    # no user on the request: user rules do not apply (tenant rules still do)
+    # no user on the request: user rules count it as the tenant's anonymous user (it never escapes them)
     anon = Subject("acme", None, "k9", "svc")
-    assert applies(LimitConfig(scope="user", rpm=1), anon) is None
+    assert applies(LimitConfig(scope="user", rpm=1), anon) == "user:acme/-"
+    assert applies(LimitConfig(scope="user", rpm=1), Subject("globex", None, None)) == "user:globex/-"
     assert applies(LimitConfig(scope="user", match="alice", rpm=1), anon) is None
     assert applies(LimitConfig(scope="tenant", rpm=1), anon) == "tenant:acme"
 

@@ -30,7 +30,7 @@ from bastion.state import State
 from bastion.store.sqlite import SQLiteStore
 
 from .budgets import from_nano
-from .subjects import Subject, applies
+from .subjects import Subject, applies, describe
 
 log = logging.getLogger("bastion.alerts")
 
@@ -76,11 +76,26 @@ class Alerts:
                 pct = f"{threshold * 100:g}%"
                 self.background.spawn(self.fire(
                     dedup, "budget", "critical" if threshold >= 1 else "warning", who,
-                    f"budget {b.name!r} of {b.scope} {who.split(':', 1)[1]!r} reached {pct}: "
+                    f"budget {b.name!r} of {describe(who)} reached {pct}: "
                     f"${from_nano(spent).normalize():f} of ${b.limit_usd:f} ({b.period} {period})",
                     {"budget": b.name, "threshold": threshold, "spent_usd": str(from_nano(spent)),
                      "limit_usd": str(b.limit_usd), "period": period, "mode": b.mode},
                 ))
+
+    def on_over_reservation(self, deployment: str, alias: str | None, request_id: str, reserved_usd: Decimal,
+                            actual_usd: Decimal) -> None:
+        """A request settled above its budget reservation: its upstream answered beyond ``max_tokens``
+        (or the prompt was under-counted). Once per deployment per hour."""
+        hour = int(time.time() // 3600)
+        ratio = f"{actual_usd / reserved_usd:.1f}x " if reserved_usd > 0 else ""
+        self.background.spawn(self.fire(
+            f"alert:over_reservation:{deployment}:{hour}", "over_reservation", "warning", f"deployment:{deployment}",
+            f"deployment {deployment!r} answered request {request_id} for ${actual_usd.normalize():f}, {ratio}the "
+            f"${reserved_usd.normalize():f} its budgets reserved (the worst case for its prompt and max_tokens): "
+            "the upstream ignored max_tokens, or its prices or token counts differ from Bastion's",
+            {"deployment": deployment, "alias": alias, "request_id": request_id,
+             "reserved_usd": str(reserved_usd), "actual_usd": str(actual_usd)},
+        ))
 
     def on_cost(self, subject: Subject, usd: Decimal) -> None:
         """A request was settled at ``usd``: feed the spend-rate rules and the outlier window."""

@@ -19,7 +19,7 @@ from bastion.config.metering import BudgetConfig
 from bastion.errors import BastionError
 from bastion.state import State
 
-from .subjects import Subject, applies
+from .subjects import Subject, applies, describe
 
 NANO = Decimal("1e9")
 _NO_LIMIT = 1 << 62
@@ -53,6 +53,11 @@ class BudgetHold:
     reservations: list[Reservation] = field(default_factory=list)
     flags: list[str] = field(default_factory=list)  # soft budgets this request went over
 
+    @property
+    def reserved(self) -> int:
+        """Nano-USD this request holds in each of its budgets (the same amount in each)."""
+        return max((r.amount for r in self.reservations), default=0)
+
 
 # (budget, who, spent nano-USD, limit nano-USD, period id) after a change: the alerting side decides
 SpendListener = Callable[[BudgetConfig, str, int, int, str], None]
@@ -69,6 +74,17 @@ def _period(budget: BudgetConfig, now: float) -> tuple[str, float | None]:
         start = t.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
         return start.strftime("%Y-%m"), (start + dt.timedelta(days=days)).timestamp()
     return "rolling", None
+
+
+def period_start(budget: BudgetConfig, now: float) -> float:
+    """When the current period (day, month) or rolling window began, in epoch seconds."""
+    if budget.period == "rolling":
+        assert budget.window_s is not None
+        return now - budget.window_s
+    t = dt.datetime.fromtimestamp(now, dt.UTC)
+    if budget.period == "day":
+        return t.replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
+    return t.replace(day=1, hour=0, minute=0, second=0, microsecond=0).timestamp()
 
 
 class Budgets:
@@ -124,7 +140,7 @@ class Budgets:
 
     def _exceeded(self, b: BudgetConfig, who: str, spent: int, worst: Decimal, end: float | None,
                   now: float) -> BudgetExceeded:
-        label = f"{b.scope} {who.split(':', 1)[1]!r}"
+        label = describe(who)
         if end is not None:
             reset = dt.datetime.fromtimestamp(end, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
             when, retry = f"it resets at {reset}", max(1, math.ceil(end - now))
@@ -135,6 +151,60 @@ class Budgets:
                f"${b.limit_usd:f} used (including requests in flight) and this request may cost up to "
                f"${worst.normalize():f}; {when}")
         return BudgetExceeded(msg, headers={"retry-after": str(retry), "x-bastion-budget": b.name})
+
+    async def extend(self, hold: BudgetHold, extra_usd: Decimal) -> None:
+        """Reserve ``extra_usd`` more on every budget ``hold`` already holds (an extra upstream call of the
+        same request: a JSON repair, a refusal fallback), or raise BudgetExceeded and change nothing."""
+        amount = to_nano(extra_usd)
+        if amount <= 0:
+            return
+        done: list[Reservation] = []
+        now = self.clock()
+        try:
+            for r in hold.reservations:
+                b = r.budget
+                limit = to_nano(b.limit_usd) if b.mode == "hard" else _NO_LIMIT
+                if b.period == "rolling":
+                    assert b.window_s is not None
+                    ok = await self.state.window_add_if(r.key, amount, b.window_s, limit) is not None
+                else:
+                    ok = await self.state.incr_if(r.key, amount, limit) is not None
+                if not ok:
+                    spent = await self._spent(b, r.key)
+                    raise self._exceeded(b, r.who, spent, extra_usd, r.period_end, now)
+                done.append(r)
+        except BudgetExceeded:
+            for r in done:
+                await self._add(r, -amount, None)
+            raise
+        for r in hold.reservations:
+            r.amount += amount
+
+    async def _add(self, r: Reservation, delta: int, at: float | None) -> None:
+        if r.budget.period == "rolling":
+            assert r.budget.window_s is not None
+            await self.state.window_add(r.key, delta, r.budget.window_s, at=at)
+        else:
+            await self.state.incr_if(r.key, delta, _NO_LIMIT)
+
+    async def seed(self, b: BudgetConfig, who: str, spent: list[tuple[float, int]]) -> None:
+        """Start a budget's counters from spend already in the request log: ``spent`` is (when, nano-USD)
+        pairs in time order (epoch seconds), all in the current period or window."""
+        total = sum(n for _, n in spent)
+        if total <= 0:
+            return
+        now = self.clock()
+        key, pid, end = self._key(b, who, now)
+        if b.period == "rolling":
+            assert b.window_s is not None
+            offset = self.state.clock() - now  # the state measures rolling windows on its own clock
+            for t, n in spent:
+                await self.state.window_add(key, n, b.window_s, at=t + offset)
+                await self.state.window_add(key + ":settled", n, b.window_s, at=t + offset)
+        else:
+            ttl = (end or now) - now + 86_400
+            await self.state.incr_if(key, total, _NO_LIMIT, ttl_s=ttl)
+            await self.state.incr_if(key + ":settled", total, _NO_LIMIT, ttl_s=ttl)
 
     async def settle(self, hold: BudgetHold, actual_usd: Decimal) -> None:
         """Replace each reservation with the real cost (released entirely when the call cost nothing)."""

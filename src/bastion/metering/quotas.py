@@ -16,7 +16,7 @@ from bastion.config.metering import LimitConfig
 from bastion.errors import RateLimited
 from bastion.state import State
 
-from .subjects import Subject, applies
+from .subjects import Subject, applies, describe
 
 
 @dataclass(slots=True)
@@ -62,7 +62,7 @@ class Quotas:
         window = int(now // rule.window_s)
         reset = (window + 1) * rule.window_s - now
         base = f"q:{i}:{who}"
-        label = f"{rule.scope} {who.split(':', 1)[1]!r}"
+        label = describe(who)
         per = "minute" if rule.window_s == 60 else f"{rule.window_s} s"
         if rule.rpm is not None:
             key = f"{base}:r:{window}"
@@ -94,6 +94,11 @@ class Quotas:
                 raise err
             taken.append((key, 1))
             hold.concurrent.append(key)
+
+    async def seed_tokens(self, i: int, rule: LimitConfig, who: str, tokens: int, now: float) -> None:
+        """Start rule ``i``'s current token window for ``who`` at ``tokens`` (spent before a restart)."""
+        key = f"q:{i}:{who}:t:{int(now // rule.window_s)}"
+        await self.state.incr_if(key, tokens, 1 << 62, ttl_s=rule.window_s * 2)
 
     async def release(self, hold: QuotaHold, actual_tokens: int | None) -> None:
         """The request is over: free its concurrency slots and correct its token count."""

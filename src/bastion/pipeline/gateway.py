@@ -18,13 +18,15 @@ from bastion.dialects import messages_response_to_chat
 from bastion.errors import BastionError, LogUnavailable, ModelNotFound
 from bastion.guards.stream_guard import StreamGuard
 from bastion.keys import KeyRing
+from bastion.metering.cut import cut_usage
 from bastion.metering.meter import Meter
 from bastion.metering.subjects import Subject
-from bastion.routing import Candidate, Route, Router
+from bastion.routing import Candidate, Deployment, Route, Router
 from bastion.state import open_state
 from bastion.store import LogWriter, open_store
 from bastion.telemetry import Metrics
 
+from .accumulate import usage_from_anthropic, usage_from_openai
 from .caching import CacheStage
 from .context import RequestContext
 from .degraded import degraded_body, degraded_stream
@@ -35,6 +37,8 @@ from .reask import ReaskMixin
 from .relay import StreamRelay
 from .synthetic import stream_chat
 from .translate import client_response, response_facts, upstream_body
+
+_CACHE_ANSWERS = frozenset(("hit", "semantic-hit", "stale"))
 
 
 def _has_tokens(usage: dict[str, Any] | None) -> bool:
@@ -179,23 +183,47 @@ class Gateway(ReaskMixin):
         if adm is not None:
             ctx.admission, ctx.admission_headers = adm, adm.headers
 
-    def _meter_finish(self, ctx: RequestContext) -> None:
-        """Price the request exactly, then settle its quota and budget holds (exactly once)."""
-        dep = self.router.deployment(ctx.deployment) if ctx.deployment and not ctx.degraded else None
-        if dep is None and ctx.admission is None:
-            return
+    def _billed_usage(self, ctx: RequestContext, dep: Deployment | None) -> tuple[dict[str, Any] | None, str]:
+        """The usage the request is billed for, and its dialect: the upstream's, or counted offline (and
+        flagged ``usage_estimated``) when it reported none or the stream was cut before its usage came."""
         raw = ctx.response.get("usage") if isinstance(ctx.response, dict) else None
         if not isinstance(raw, dict) or not raw:
             raw = ctx.usage or None
             dialect = "openai"
         else:
             dialect = ctx.dialect
-        if dep is not None and not _has_tokens(raw) and ctx.status < 400 and isinstance(ctx.response, dict):
-            raw = self.meter.estimate_usage(ctx.dialect, ctx.body or {}, ctx.response, dep.model)
-            if raw:  # the upstream reported no usage: count it ourselves, and say so
-                dialect = "openai"
-                ctx.usage = raw
-                ctx.flags.append("usage_estimated")
+        if dep is None or not isinstance(ctx.response, dict):
+            return raw, dialect
+        # a relayed stream that ended early: the client hung up (499), the upstream broke off, a guard stopped it
+        cut = ctx.stream and ctx.status >= 400
+        if not cut and (ctx.status >= 400 or _has_tokens(raw)):
+            return raw, dialect
+        adm = ctx.admission
+        est = self.meter.estimate_usage(ctx.dialect, ctx.body or {}, ctx.response, dep.model,
+                                        prompt_tokens=adm.prompt_tokens if adm is not None else None)
+        if not est:
+            return raw, dialect
+        if cut:
+            if ctx.status != 499 and not est["completion_tokens"]:
+                return raw, dialect  # the upstream failed before relaying anything: nothing to bill beyond it
+            final = ctx.finish_reason is not None if dialect == "anthropic" else "completion_tokens" in (raw or {})
+            raw, dialect, estimated = cut_usage(raw, dialect, est, final)
+            ctx.usage = usage_from_anthropic(raw) if dialect == "anthropic" else usage_from_openai(raw)
+        else:  # the upstream reported no usage: count it ourselves, and say so
+            raw, dialect, estimated = est, "openai", True
+            ctx.usage = est
+        if estimated:
+            ctx.flags.append("usage_estimated")
+        return raw, dialect
+
+    def _meter_finish(self, ctx: RequestContext) -> None:
+        """Price the request exactly, then settle its quota and budget holds (exactly once)."""
+        dep = self.router.deployment(ctx.deployment) if ctx.deployment and not ctx.degraded else None
+        if ctx.cache_status in _CACHE_ANSWERS:
+            dep = None  # answered from the cache (a stale answer after failed attempts too): no upstream answer
+        if dep is None and ctx.admission is None:
+            return
+        raw, dialect = self._billed_usage(ctx, dep)
         c, price = self.meter.cost_of(dep, ctx.served_model, dialect, raw)
         usd = Decimal(0)
         for dep_id, served, usage in ctx.prior_usage:  # earlier answers the guards asked again for
@@ -232,6 +260,11 @@ class Gateway(ReaskMixin):
         if ctx.served_alias and ctx.served_alias != ctx.alias:
             h["x-bastion-fallback-model"] = ctx.served_alias
         if ctx.cost_usd is not None:
+            if self.meter.over_reservation(adm, usd):  # spent all the same: recorded as it is, and said
+                ctx.flags.append("over_reservation")
+                self.metrics.over_reservation.labels(ctx.alias or "-", ctx.deployment or "-").inc()
+                self.meter.alerts.on_over_reservation(ctx.deployment or "-", ctx.alias, ctx.request_id,
+                                                      adm.worst_usd, usd)
             h["x-bastion-cost"] = f"{ctx.cost_usd:f}"
         if ctx.prompt_version:
             h["x-bastion-prompt-version"] = ctx.prompt_version
@@ -316,7 +349,6 @@ class Gateway(ReaskMixin):
             hit = await self.caching.before(ctx, route, body, "chat")
             if hit is not None:
                 return hit
-        await self._admit(ctx, route, body)
         up_body, prot = self.guarding.protect(policy, body, ctx.dialect)
         whole = stream and self.guarding.needs_whole_answer(ctx, policy, body, prot)
         if whole:
@@ -336,6 +368,7 @@ class Gateway(ReaskMixin):
         out, raw = self._answer(ctx, up, ready)
         self._settle_tokens(ready, ctx)
         out, changed = await self._guard_answer(ctx, route, policy, prot, body, up_body, out)
+        await self._admit(ctx, route, up_body)  # the reservation prices the prompt the upstream will bill
         ctx.response = out
         if changed:  # a held tool call turns the finish reason into stop / end_turn
             ctx.finish_reason = response_facts(ctx.dialect, out)[3]

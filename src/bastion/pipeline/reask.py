@@ -13,6 +13,7 @@ from bastion.guards.protect import Protection
 from bastion.guards.refusal import detect_refusal
 from bastion.guards.structured import expected_json, repair_messages
 from bastion.guards.verdicts import OutputBlocked
+from bastion.metering.budgets import BudgetExceeded
 from bastion.providers import SSEEvent
 from bastion.routing import Route
 
@@ -110,13 +111,21 @@ class ReaskMixin:
     async def _run_extra(self: Gateway, ctx: RequestContext, route: Route, body: dict[str, Any], stream: bool,
                          kind: str) -> Ready | None:
         """Run one more call for the guards on its own attempt budget; its attempts join the request's log
-        as ``kind``. None (and a logged verdict) when nothing answered."""
+        as ``kind``. Its worst case is reserved first in the request's budgets: when they cannot take it, the
+        call is not made. None (and a logged verdict) when nothing answered."""
+        guard = "json" if kind == "repair" else "refusal"
+        try:
+            await self.meter.extend(ctx.admission, route, body, ctx.dialect)
+        except BudgetExceeded as e:
+            ctx.guards.append({"guard": guard, "action": "log", "message": f"the {kind.replace('_', ' ')} call to "
+                               f"{route.alias} was not made: {e.message}"})
+            return None
         sub = RequestContext(endpoint=ctx.endpoint, dialect=ctx.dialect, request_id=ctx.request_id, key=ctx.key,
                              user=ctx.user, alias=route.alias, body=ctx.body, options=ctx.options)
         try:
             return await self.executor.run(sub, route, self._maker(sub, body, stream), stream=stream, body=body)
         except Exhausted as ex:
-            ctx.guards.append({"guard": "json" if kind == "repair" else "refusal", "action": "log",
+            ctx.guards.append({"guard": guard, "action": "log",
                                "message": f"the {kind.replace('_', ' ')} call to {route.alias} failed: "
                                           f"{ex.error.message}"})
             return None
