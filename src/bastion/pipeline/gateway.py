@@ -48,6 +48,11 @@ def _has_tokens(usage: dict[str, Any] | None) -> bool:
                for k in ("prompt_tokens", "completion_tokens", "input_tokens", "output_tokens"))
 
 
+def _resolve(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
 def _subject(ctx: RequestContext) -> Subject:
     key = ctx.key
     return Subject(key.tenant if key else "default", ctx.user, key.key_id if key else None, key.name if key else None)
@@ -176,7 +181,20 @@ class Gateway(ReaskMixin):
         if ctx.cache_key is not None and ctx.endpoint != "embeddings":
             self.caching.store_chat(ctx)
         sc = self.config.store
-        self.writer.submit(ctx.to_record(log_bodies=sc.log_bodies, redact_keys=sc.redact_keys))
+        record = ctx.to_record(log_bodies=sc.log_bodies, redact_keys=sc.redact_keys)
+        loop = self._loop
+        if sc.commit_before_answer and loop is not None:
+            fut: asyncio.Future[None] = loop.create_future()
+            ctx.stored = fut
+            self.writer.submit(record, on_stored=lambda: loop.call_soon_threadsafe(_resolve, fut))
+        else:
+            self.writer.submit(record)
+
+    @staticmethod
+    async def stored(ctx: RequestContext) -> None:
+        """Wait until the request's log record is stored (only under store.commit_before_answer)."""
+        if ctx.stored is not None:
+            await asyncio.shield(ctx.stored)
 
     async def _admit(self, ctx: RequestContext, route: Route, body: dict[str, Any]) -> None:
         adm = await self.meter.admit(_subject(ctx), route, body, ctx.dialect)
@@ -242,6 +260,11 @@ class Gateway(ReaskMixin):
         if adm is not None:
             ctx.flags.extend(adm.budget.flags)
             ctx.admission = None
+            if self.meter.over_reservation(adm, usd):  # spent all the same: recorded as it is, and said
+                ctx.flags.append("over_reservation")
+                self.metrics.over_reservation.labels(ctx.alias or "-", ctx.deployment or "-").inc()
+                self.meter.alerts.on_over_reservation(ctx.deployment or "-", ctx.alias, ctx.request_id,
+                                                      adm.worst_usd, usd)
         if adm is not None:
             tokens = int(ctx.usage.get("total_tokens") or 0) if ctx.usage else 0
             self.executor.background.spawn(self.meter.settle(adm, usd, tokens))
@@ -260,11 +283,6 @@ class Gateway(ReaskMixin):
         if ctx.served_alias and ctx.served_alias != ctx.alias:
             h["x-bastion-fallback-model"] = ctx.served_alias
         if ctx.cost_usd is not None:
-            if self.meter.over_reservation(adm, usd):  # spent all the same: recorded as it is, and said
-                ctx.flags.append("over_reservation")
-                self.metrics.over_reservation.labels(ctx.alias or "-", ctx.deployment or "-").inc()
-                self.meter.alerts.on_over_reservation(ctx.deployment or "-", ctx.alias, ctx.request_id,
-                                                      adm.worst_usd, usd)
             h["x-bastion-cost"] = f"{ctx.cost_usd:f}"
         if ctx.prompt_version:
             h["x-bastion-prompt-version"] = ctx.prompt_version
@@ -350,6 +368,7 @@ class Gateway(ReaskMixin):
             if hit is not None:
                 return hit
         up_body, prot = self.guarding.protect(policy, body, ctx.dialect)
+        await self._admit(ctx, route, up_body)  # the reservation prices the prompt the upstream will bill
         whole = stream and self.guarding.needs_whole_answer(ctx, policy, body, prot)
         if whole:
             up_body = {k: v for k, v in up_body.items() if k != "stream_options"} | {"stream": False}
@@ -368,7 +387,6 @@ class Gateway(ReaskMixin):
         out, raw = self._answer(ctx, up, ready)
         self._settle_tokens(ready, ctx)
         out, changed = await self._guard_answer(ctx, route, policy, prot, body, up_body, out)
-        await self._admit(ctx, route, up_body)  # the reservation prices the prompt the upstream will bill
         ctx.response = out
         if changed:  # a held tool call turns the finish reason into stop / end_turn
             ctx.finish_reason = response_facts(ctx.dialect, out)[3]
