@@ -73,7 +73,7 @@ class LogWriter:
         self._spill_lock = threading.Lock()
         self._stop = False
         self._thread: threading.Thread | None = None
-        self._waiters: dict[str, Callable[[], None]] = {}  # request id -> on_stored
+        self._waiters: dict[str, Callable[[], object]] = {}  # request id -> on_stored
         self.degraded = False  # neither the store nor the spill file takes writes right now
         self.written = 0
         self.spilled = 0
@@ -83,7 +83,7 @@ class LogWriter:
         self.errors = 0
 
     # ---- producer side (event loop) ----------------------------------------------------------
-    def submit(self, record: dict[str, Any], on_stored: Callable[[], None] | None = None) -> None:
+    def submit(self, record: dict[str, Any], on_stored: Callable[[], object] | None = None) -> None:
         """Queue a record. ``on_stored`` (called from the writer thread) fires once it is committed or
         spilled, or once it is counted as lost; with a waiter queued the writer commits at once."""
         if on_stored is not None:
