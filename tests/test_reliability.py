@@ -63,7 +63,7 @@ models:
     breaker: {consecutive_failures: 12}
   hangs:
     deployments: [{provider: hang, model: sim-small}]
-    timeouts: {first_token_s: 0.5, max_override_s: 30}
+    timeouts: {first_token_s: 0.5, max_override_s: 30, min_override_s: 0.1}
     breaker: {enabled: false}
     fallback: {models: [rescue]}
   rescue:

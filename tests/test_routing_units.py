@@ -41,6 +41,7 @@ from bastion.routing import (
     Gate,
     LatencyWindow,
     Policy,
+    Pool,
     Router,
     classify,
 )
@@ -74,16 +75,24 @@ def run(aw: Awaitable[T]) -> T:
 
 
 class BreakerRig:
-    def __init__(self, **cfg: Any) -> None:
+    """Breakers over a fake clock. Without ``pools`` each deployment stands alone, and may be ejected
+    (``max_ejection_percent`` 100 unless given): the state machine of one breaker."""
+
+    def __init__(self, pools: dict[str, tuple[str, ...]] | None = None, **cfg: Any) -> None:
         self.clock = FakeClock()
         self.state = MemoryState(clock=self.clock)
         self.changes: list[tuple[str, str]] = []
-        self.breakers = Breakers(self.state, on_change=lambda dep, to: self.changes.append((dep, to)))
         base: dict[str, Any] = dict(
-            consecutive_failures=3, failure_rate=0.5, window_s=30, min_requests=1000, open_s=10, probe_timeout_s=5
+            consecutive_failures=3, failure_rate=0.5, window_s=30, min_requests=1000, open_s=10, probe_timeout_s=5,
+            max_ejection_percent=100 if pools is None else 50,
         )
         base.update(cfg)
         self.cfg = BreakerConfig(**base)
+        self.pools = [Pool.of(alias, members, self.cfg) for alias, members in (pools or {}).items()]
+        self.breakers = Breakers(self.state, on_change=lambda dep, to: self.changes.append((dep, to)), pools=self.pools)
+
+    def reopens_at(self, dep: str = "d") -> float | None:
+        return run(self.breakers.reopens_at(dep, self.cfg))
 
     def gate(self, dep: str = "d") -> Gate:
         return run(self.breakers.gate(dep, self.cfg))
@@ -106,7 +115,7 @@ class BreakerRig:
 def test_breaker_closed_by_default() -> None:
     r = BreakerRig()
     assert r.gate() is Gate.CLOSED
-    assert run(r.breakers.reopens_at("d")) is None
+    assert r.reopens_at() is None
     assert r.changes == []
 
 
@@ -116,13 +125,10 @@ def test_breaker_opens_after_consecutive_failures() -> None:
     r.fail()
     assert r.gate() is Gate.CLOSED
     assert r.changes == []
-    before = time.time()
     r.fail()
     assert r.gate() is Gate.OPEN
     assert r.changes == [("d", "open")]
-    until = run(r.breakers.reopens_at("d"))
-    assert until is not None
-    assert before + 10 - 1 <= until <= time.time() + 10 + 1
+    assert r.reopens_at() == r.clock.t + 10  # the open period, on the state's clock
 
 
 def test_breaker_success_resets_the_run() -> None:
@@ -217,7 +223,7 @@ def test_breaker_probe_success_closes() -> None:
     r.ok(probe=True)
     assert r.gate() is Gate.CLOSED
     assert r.gate() is Gate.CLOSED
-    assert run(r.breakers.reopens_at("d")) is None
+    assert r.reopens_at() is None
     assert r.changes == [("d", "open"), ("d", "half_open"), ("d", "closed")]
 
 
@@ -228,7 +234,7 @@ def test_breaker_probe_failure_reopens() -> None:
     assert r.gate() is Gate.PROBE
     r.fail(probe=True)
     assert r.gate() is Gate.OPEN
-    assert run(r.breakers.reopens_at("d")) is not None
+    assert r.reopens_at() is not None
     assert r.states() == ["open", "half_open", "open"]
     r.clock.advance(9.9)
     assert r.gate() is Gate.OPEN  # a full new open period
@@ -271,12 +277,12 @@ def test_breaker_non_probe_success_does_not_close() -> None:
 def test_breaker_failures_while_open_do_not_reopen_or_extend() -> None:
     r = BreakerRig(consecutive_failures=3, open_s=10)
     r.trip()
-    until = run(r.breakers.reopens_at("d"))
+    until = r.reopens_at()
     r.clock.advance(5)
     for _ in range(10):  # in-flight requests failing late
         r.fail()
     assert r.states() == ["open"]
-    assert run(r.breakers.reopens_at("d")) == until
+    assert r.reopens_at() == until
     r.clock.advance(5)
     assert r.gate() is Gate.PROBE
 
@@ -343,7 +349,7 @@ def test_breakers_are_per_deployment() -> None:
 def test_breakers_without_on_change_callback() -> None:
     clock = FakeClock()
     b = Breakers(MemoryState(clock=clock))
-    cfg = BreakerConfig(consecutive_failures=1, open_s=1)
+    cfg = BreakerConfig(consecutive_failures=1, open_s=1, max_ejection_percent=100)
 
     async def go() -> None:
         await b.record("d", cfg, ok=False, probe=False)
@@ -354,6 +360,174 @@ def test_breakers_without_on_change_callback() -> None:
         assert await b.gate("d", cfg) is Gate.CLOSED
 
     run(go())
+
+
+# ---- the ejection cap (breaker.max_ejection_percent) -----------------------------------------------
+
+
+def test_pool_cap_is_a_share_of_the_pool_rounded_down() -> None:
+    def cap(n: int, pct: float) -> int:
+        return Pool.of("m", [f"d{i}" for i in range(n)], BreakerConfig(max_ejection_percent=pct)).max_ejected
+
+    assert BreakerConfig().max_ejection_percent == 50
+    assert [cap(n, 50) for n in (1, 2, 3, 4, 5)] == [0, 1, 1, 2, 2]
+    assert [cap(n, 100) for n in (1, 2, 3)] == [1, 2, 3]
+    assert cap(3, 0) == 0 and cap(10, 10) == 1 and cap(3, 66.67) == 2
+    assert Pool.of("m", ["a", "a", "b"], BreakerConfig()).members == ("a", "b")
+    with pytest.raises(ValidationError):
+        BreakerConfig(max_ejection_percent=101)
+
+
+def test_two_deployments_at_most_one_is_ever_open() -> None:
+    r = BreakerRig(pools={"m": ("a", "b")})
+    r.trip("a")
+    for _ in range(20):  # b fails as often and as badly: it keeps serving
+        r.fail("b")
+    assert r.gate("b") is Gate.CLOSED
+    assert run(r.breakers.ejected("m")) == ["a"]
+    assert r.changes == [("a", "open")]
+
+
+def test_a_lone_deployment_is_never_ejected_at_the_default_cap() -> None:
+    r = BreakerRig(pools={"solo": ("d",)})
+    for _ in range(50):
+        r.fail("d")
+    assert r.gate("d") is Gate.CLOSED and r.changes == []
+    fail_fast = BreakerRig(pools={"solo": ("d",)}, max_ejection_percent=100)
+    fail_fast.trip("d")  # the operator's choice: fail fast with circuit_open
+
+
+def test_a_worse_deployment_swaps_places_with_the_one_out() -> None:
+    r = BreakerRig(pools={"m": ("a", "b")}, consecutive_failures=3)
+    for _ in range(7):  # a: 3 in a row out of 10 attempts, a 30% failure ratio when it trips
+        r.ok("a")
+    r.trip("a")
+    r.trip("b")  # b: 3 of 3 failed (100%): it goes out, and a comes back at once
+    assert r.gate("a") is Gate.CLOSED and r.gate("b") is Gate.OPEN
+    assert run(r.breakers.ejected("m")) == ["b"]
+    assert r.changes == [("a", "open"), ("a", "closed"), ("b", "open")]
+    # a comes back with a clean slate: the failures that tripped it do not trip it again by themselves
+    r.fail("a")
+    assert r.gate("a") is Gate.CLOSED
+
+
+def test_the_cap_frees_when_the_ejected_one_recovers() -> None:
+    r = BreakerRig(pools={"m": ("a", "b")}, open_s=10)
+    r.trip("a")
+    for _ in range(3):
+        r.fail("b")
+    assert r.gate("b") is Gate.CLOSED
+    r.clock.advance(10)
+    assert r.gate("a") is Gate.PROBE
+    r.ok("a", probe=True)
+    assert run(r.breakers.ejected("m")) == []
+    r.trip("b")  # now there is room
+    assert run(r.breakers.ejected("m")) == ["b"]
+
+
+def test_half_open_still_counts_as_out() -> None:
+    r = BreakerRig(pools={"m": ("a", "b")}, open_s=10)
+    r.trip("a")
+    r.clock.advance(10)
+    assert r.gate("a") is Gate.PROBE  # a is half-open: one probe at a time, still out of the pool
+    for _ in range(10):
+        r.fail("b")
+    assert r.gate("b") is Gate.CLOSED
+    r.fail("a", probe=True)
+    assert r.gate("a") is Gate.OPEN and r.reopens_at("a") == r.clock.t + 10
+
+
+def test_three_of_five_cannot_go_out_at_fifty_percent() -> None:
+    r = BreakerRig(pools={"m": ("a", "b", "c", "d", "e")})
+    for d in "abcde":
+        for _ in range(3):
+            r.fail(d)
+    assert run(r.breakers.ejected("m")) == ["a", "b"]
+    assert [r.gate(d) for d in "cde"] == [Gate.CLOSED] * 3
+
+
+def test_a_deployment_shared_by_two_aliases_is_capped_in_each() -> None:
+    r = BreakerRig(pools={"chat": ("shared", "x"), "mini": ("shared",)})
+    r.trip("shared")
+    assert r.gate("shared") is Gate.OPEN
+    assert run(r.breakers.gate("shared", r.cfg, "chat")) is Gate.OPEN
+    assert run(r.breakers.gate("shared", r.cfg, "mini")) is Gate.CLOSED  # its only deployment: kept
+    assert run(r.breakers.ejected("chat")) == ["shared"] and run(r.breakers.ejected("mini")) == []
+
+
+class InterleavedState:
+    """A ``MemoryState`` whose every operation first yields to the event loop, a random number of times:
+    each operation stays atomic, but the operations of concurrent callers interleave, as they do over a
+    network backend shared by replicas."""
+
+    def __init__(self, inner: MemoryState, rng: random.Random) -> None:
+        self.inner, self.rng = inner, rng
+
+    def clock(self) -> float:
+        return self.inner.clock()
+
+    def __getattr__(self, name: str) -> Any:
+        op = getattr(self.inner, name)
+
+        async def interleaved(*args: Any, **kw: Any) -> Any:
+            for _ in range(self.rng.randrange(4)):
+                await asyncio.sleep(0)
+            return await op(*args, **kw)
+
+        return interleaved
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_replicas_sharing_the_state_never_eject_both_of_two(seed: int) -> None:
+    clock = FakeClock()
+    state = InterleavedState(MemoryState(clock=clock), random.Random(seed))
+    cfg = BreakerConfig(consecutive_failures=1, min_requests=1000, open_s=10)
+    pools = [Pool.of("m", ("a", "b"), cfg)]
+    told: dict[str, str] = {}  # what the replicas' transition events say each deployment is
+    most_told_out = 0
+
+    def on_change(dep: str, to: str) -> None:
+        nonlocal most_told_out
+        told[dep] = to
+        most_told_out = max(most_told_out, sum(v != "closed" for v in told.values()))
+
+    replicas = [Breakers(state, on_change, pools=pools) for _ in range(4)]  # type: ignore[arg-type]
+    most_out = 0
+
+    async def watch(stop: asyncio.Event) -> None:
+        nonlocal most_out
+        while not stop.is_set():
+            most_out = max(most_out, len(await replicas[0].ejected("m")))
+            await asyncio.sleep(0)
+
+    async def storm() -> None:
+        stop = asyncio.Event()
+        watcher = asyncio.ensure_future(watch(stop))
+        for round_ in range(3):  # failures everywhere, then probes that succeed, then failures again
+            await asyncio.gather(*(b.record(d, cfg, ok=False, probe=False) for b in replicas for d in ("a", "b")
+                                   for _ in range(5)))
+            clock.advance(10)
+            gates = await asyncio.gather(*(b.gate(d, cfg, "m") for b in replicas for d in ("a", "b")))
+            assert gates.count(Gate.PROBE) <= 1, round_
+            if Gate.PROBE in gates:
+                i = gates.index(Gate.PROBE)
+                await replicas[i // 2].record(("a", "b")[i % 2], cfg, ok=True, probe=True)
+        stop.set()
+        await watcher
+
+    run(storm())
+    assert most_out == 1 and most_told_out == 1
+    assert sorted(d for d, v in told.items() if v != "closed") == run(replicas[1].ejected("m"))
+
+
+def test_ejection_cap_ignores_deployments_that_left_the_config() -> None:
+    r = BreakerRig(pools={"m": ("a", "b")})
+    old = Breakers(r.state, pools=[Pool.of("m", ("gone", "b"), r.cfg)])  # a config from before a reload
+    for _ in range(3):
+        run(old.record("gone", r.cfg, ok=False, probe=False))
+    assert run(old.ejected("m")) == ["gone"]
+    r.trip("a")  # "gone" is not in this pool: it takes no room
+    assert run(r.breakers.ejected("m")) == ["a"]
 
 
 # =================================================================================================
@@ -628,11 +802,27 @@ def test_classify_context_overflow_beats_generic_413() -> None:
 
 
 def test_counts_against_breaker() -> None:
-    assert counts_against_breaker(Failure.RETRYABLE)
-    assert counts_against_breaker(Failure.DEPLOYMENT)
-    assert not counts_against_breaker(Failure.FATAL)
-    assert not counts_against_breaker(Failure.CONTEXT_OVERFLOW)
-    assert not counts_against_breaker(Failure.CONTENT_FILTER)
+    err = UpstreamError("boom", status=502, upstream_status=500)
+    assert counts_against_breaker(err, Failure.RETRYABLE)
+    assert counts_against_breaker(UpstreamTimeout("no first token within 5s"), Failure.RETRYABLE)
+    assert counts_against_breaker(UpstreamUnavailable("connection refused"), Failure.RETRYABLE)
+    assert counts_against_breaker(upstream(404, "no such model"), Failure.DEPLOYMENT)
+    assert not counts_against_breaker(err, Failure.FATAL)
+    assert not counts_against_breaker(err, Failure.CONTEXT_OVERFLOW)
+    assert not counts_against_breaker(err, Failure.CONTENT_FILTER)
+
+
+def test_the_callers_own_timeout_never_counts_against_the_breaker() -> None:
+    timeout = UpstreamTimeout("no first token within 1s (the request's x-bastion-timeout-first-token)")
+    assert classify(timeout) is Failure.RETRYABLE  # another deployment may still make it in time
+    assert not counts_against_breaker(timeout, Failure.RETRYABLE, caller_limited=True)
+
+
+@pytest.mark.parametrize("cls", UPSTREAM_CLASSES)
+def test_an_upstream_429_is_retried_but_never_opens_a_breaker(cls: type) -> None:
+    err = upstream(429, "rate limit exceeded", cls)
+    assert classify(err) is Failure.RETRYABLE
+    assert not counts_against_breaker(err, Failure.RETRYABLE)
 
 
 @pytest.mark.parametrize(

@@ -35,6 +35,16 @@ class TimeoutsConfig(_Strict):
     max_override_s: float = Field(
         600.0, gt=0, description="largest value a client may ask for with the x-bastion-timeout-* headers"
     )
+    min_override_s: float = Field(
+        1.0, gt=0, description="smallest value a client may ask for with the x-bastion-timeout-* headers"
+    )
+
+    @model_validator(mode="after")
+    def _override_bounds(self) -> TimeoutsConfig:
+        if self.min_override_s > self.max_override_s:
+            raise ValueError(f"min_override_s ({self.min_override_s:g}) is above max_override_s "
+                             f"({self.max_override_s:g}): no x-bastion-timeout-* value could be accepted")
+        return self
 
 
 class RetryConfig(_Strict):
@@ -59,6 +69,10 @@ class BreakerConfig(_Strict):
     min_requests: int = Field(20, ge=1, description="attempts needed in the window before the rate counts")
     open_s: float = Field(10.0, gt=0, description="how long an open breaker rejects before a probe is let through")
     probe_timeout_s: float = Field(30.0, gt=0, description="a probe that has not finished by then frees the slot")
+    max_ejection_percent: float = Field(
+        50.0, ge=0, le=100,
+        description="most of an alias's deployments that may be open at once, in percent (rounded down)",
+    )
 
 
 class HedgeConfig(_Strict):

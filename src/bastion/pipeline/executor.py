@@ -26,12 +26,13 @@ from bastion.background import Background
 from bastion.errors import BastionError, UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from bastion.providers import SSEEvent, iter_sse_batches
 from bastion.routing import Breakers, Budget, Candidate, DeploymentLimits, Failure, Gate, Route, Router
+from bastion.routing.breaker import pools_of
 from bastion.routing.classify import backoff_s, classify, counts_against_breaker, retry_after_s
 from bastion.state import MemoryState, State
 from bastion.telemetry import Metrics
 
 from .context import Attempt, RequestContext
-from .deadlines import Deadlines, request_deadlines
+from .deadlines import AttemptTimeouts, Deadlines, request_deadlines
 from .first_token import read_to_first_token
 
 MakeRequest = Callable[[Candidate], tuple[str, bytes]]
@@ -53,6 +54,7 @@ class Ready:
     first: list[SSEEvent] = field(default_factory=list)
     raw: bytes = b""
     data: dict[str, Any] = field(default_factory=dict)
+    timeouts: AttemptTimeouts | None = None  # the limits the stream runs under (whose a mid-stream timeout is)
 
 
 @dataclass(slots=True)
@@ -63,12 +65,13 @@ class Pick:
 
 
 class AttemptFailed(Exception):
-    def __init__(self, error: BastionError, cand: Candidate, kind: Failure) -> None:
+    def __init__(self, error: BastionError, cand: Candidate, kind: Failure, *, caller_limited: bool = False) -> None:
         super().__init__(error.message)
         self.error = error
         self.cand = cand
         self.kind = kind
         self.retry_after = retry_after_s(error.headers)
+        self.caller_limited = caller_limited  # timed out under the client's own shorter limit
 
 
 class Exhausted(Exception):
@@ -83,7 +86,7 @@ class Executor:
     def __init__(self, router: Router, state: State, metrics: Metrics, *, rng: random.Random | None = None) -> None:
         self.router = router
         self.metrics = metrics
-        self.breakers = Breakers(state, on_change=metrics.on_breaker)
+        self.breakers = Breakers(state, on_change=metrics.on_breaker, pools=pools_of(router.routes.values()))
         self.retry_budget = Budget(state, "rb")
         self.hedge_budget = Budget(state, "hb")
         self.limits = DeploymentLimits(state)
@@ -137,8 +140,10 @@ class Executor:
                     rerouted = True
                     queue = deque(self.router.chain_of(targets))
                     self.metrics.fallbacks.labels(route.alias, targets[0], f.kind.value).inc()
-                elif f.kind is Failure.RETRYABLE:
-                    queue.append(f.cand)  # may be re-tried once the others have had their turn
+                elif f.kind is Failure.RETRYABLE and not f.caller_limited:
+                    # may be re-tried once the others have had their turn (not under the caller's own
+                    # limit, which it would miss again, spending the retry budget every tenant shares)
+                    queue.append(f.cand)
         raise Exhausted(self._summary(ctx, failures, dl))
 
     async def _next(
@@ -183,7 +188,7 @@ class Executor:
                     await asyncio.sleep(wait)
                 backoff = wait
                 self.metrics.retries.labels(route.alias, dep.id).inc()
-            gate = await self.breakers.gate(dep.id, cand.route.policy.breaker)
+            gate = await self.breakers.gate(dep.id, cand.route.policy.breaker, cand.route.alias)
             if gate is Gate.OPEN:
                 self._skip(ctx, cand, "breaker_open")
                 continue
@@ -300,6 +305,7 @@ class Executor:
         stats = self.router.stats
         stats.begin(dep.id)
         resp: aiohttp.ClientResponse | None = None
+        limit: str | None = None  # the timeout that ended the attempt, when one did
         try:
             async with asyncio.timeout_at(t.first_token_at) as scope:  # noqa: SIM117
                 try:
@@ -308,24 +314,27 @@ class Executor:
                     if stream:
                         events = iter_sse_batches(resp)
                         first = await read_to_first_token(events, dep.provider.dialect, dep.id)
-                        ready = Ready(cand, attempt, probe, est, resp=resp, events=events, first=first)
+                        ready = Ready(cand, attempt, probe, est, resp=resp, events=events, first=first, timeouts=t)
                     else:
                         raw = await resp.read()
                         ready = Ready(cand, attempt, probe, est, resp=None, raw=raw, data=_parse_body(raw, dep.id))
                         resp.release()
-                except TimeoutError:
+                except TimeoutError as e:
                     if scope.expired():
                         raise
-                    raise UpstreamTimeout(t.read_message(dep.id)) from None
+                    limit = t.before_first_token(e)
+                    raise UpstreamTimeout(t.read_message(dep.id, limit)) from None
                 except aiohttp.ClientError as e:
                     raise UpstreamUnavailable(
                         f"deployment {dep.id!r} dropped the connection before the first token ({type(e).__name__})"
                     ) from None
         except TimeoutError:
             err: BastionError = UpstreamTimeout(t.expired_message(dep.id))
-            raise self._failed(ctx, cand, attempt, probe, resp, err) from None
+            caller = t.before_first_token(None) in t.caller
+            raise self._failed(ctx, cand, attempt, probe, resp, err, caller_limited=caller) from None
         except BastionError as e:
-            raise self._failed(ctx, cand, attempt, probe, resp, e) from None
+            caller = limit is not None and limit in t.caller
+            raise self._failed(ctx, cand, attempt, probe, resp, e, caller_limited=caller) from None
         except asyncio.CancelledError:
             attempt.ended_at, attempt.outcome = ctx.now(), "cancelled"
             attempt.error = "another attempt answered first (hedge)"
@@ -345,8 +354,10 @@ class Executor:
 
     def _failed(
         self, ctx: RequestContext, cand: Candidate, attempt: Attempt, probe: bool, resp: aiohttp.ClientResponse | None,
-        err: BastionError,
+        err: BastionError, *, caller_limited: bool = False,
     ) -> AttemptFailed:
+        """Book a failed attempt. One that ran out of the caller's own shorter limit (``caller_limited``)
+        says nothing about the deployment: no breaker, failure-rate window or latency estimate sees it."""
         dep = cand.deployment
         attempt.ended_at = ctx.now()
         attempt.outcome = "timeout" if isinstance(err, UpstreamTimeout) else "error"
@@ -356,24 +367,29 @@ class Executor:
         if resp is not None:
             resp.close()
         self.router.stats.end(dep.id)
-        self.router.stats.observe_failure(dep.id, attempt.ended_at - attempt.started_at)
+        if not caller_limited:
+            self.router.stats.observe_failure(dep.id, attempt.ended_at - attempt.started_at)
         kind = classify(err)
-        if counts_against_breaker(kind):
+        if counts_against_breaker(err, kind, caller_limited=caller_limited):
             self.background.spawn(self.breakers.record(dep.id, cand.route.policy.breaker, ok=False, probe=probe))
         elif probe:
             self.background.spawn(self.breakers.release_probe(dep.id))
-        return AttemptFailed(err, cand, kind)
+        return AttemptFailed(err, cand, kind, caller_limited=caller_limited)
 
     # ---- after a stream ----------------------------------------------------------------------
     def stream_finished(self, ready: Ready, usage_tokens: int) -> None:
         """Account for a streamed attempt once its stream is over (called from the request's finish).
 
         A stream the client abandoned says nothing about the deployment: it neither opens nor closes
-        the breaker (a probe's slot is just freed)."""
+        the breaker (a probe's slot is just freed). Nor does one cut by the caller's own limit: a
+        chunk-gap or total timeout its ``x-bastion-timeout-*`` header made shorter than the alias's."""
         dep = ready.cand.deployment
         self.router.stats.end(dep.id)
         outcome = ready.attempt.outcome
         breaker = ready.cand.route.policy.breaker
+        t = ready.timeouts
+        if outcome == "error" and ready.attempt.error_code == "upstream_timeout" and t is not None and t.caller:
+            outcome = "caller_limited" if t.mid_stream() in t.caller else outcome
         if outcome in ("ok", "error", "timeout"):
             self.background.spawn(self.breakers.record(dep.id, breaker, ok=outcome == "ok", probe=ready.probe))
         elif ready.probe:

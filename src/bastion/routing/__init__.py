@@ -1,6 +1,6 @@
 """Routing: aliases to deployments, load balancing, breakers, budgets, rate limits, failure classes."""
 
-from .breaker import Breakers, Gate
+from .breaker import Breakers, Gate, Pool
 from .budget import Budget
 from .classify import Failure, classify
 from .limits import DeploymentLimits
@@ -9,5 +9,5 @@ from .stats import DeploymentStats, LatencyWindow
 
 __all__ = [
     "Breakers", "Budget", "Candidate", "Deployment", "DeploymentLimits", "DeploymentStats", "Failure", "Gate",
-    "LatencyWindow", "Policy", "Route", "Router", "classify",
+    "LatencyWindow", "Policy", "Pool", "Route", "Router", "classify",
 ]

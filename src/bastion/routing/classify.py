@@ -45,8 +45,25 @@ def classify(err: BastionError) -> Failure:
     return Failure.FATAL
 
 
-def counts_against_breaker(kind: Failure) -> bool:
-    return kind in (Failure.RETRYABLE, Failure.DEPLOYMENT)
+def counts_against_breaker(err: BastionError, kind: Failure, *, caller_limited: bool = False) -> bool:
+    """Whether a failed attempt says the deployment is unhealthy (its breaker counts it).
+
+    Only the deployment's own failures count: a connect error, a 5xx, a dropped or malformed answer, a
+    timeout under the operator's configured limits, a missing model or key. Not counted:
+
+    - ``caller_limited``: the attempt ran out of a time limit the client's ``x-bastion-timeout-*`` header
+      made shorter than the alias's (or of the request's own total deadline). A slow-but-healthy
+      deployment is not broken because one caller asked for less than the operator allows; counting it
+      would let any tenant open a breaker that every tenant shares.
+    - an upstream 429: the provider's rate limit is the deployment's, but it says "later", not "broken".
+      Retry-After, the retry budget and the ``rpm``/``tpm`` limits already keep traffic off it; an open
+      breaker would only hold it out for ``open_s`` after the limit has reset, and a burst from one
+      tenant would take it from every tenant for that long.
+    - a bad request (400), a context overflow or a content-filter refusal: the request's fault.
+    """
+    if caller_limited or kind not in (Failure.RETRYABLE, Failure.DEPLOYMENT):
+        return False
+    return not (isinstance(err, UpstreamError) and err.upstream_status == 429)
 
 
 def retry_after_s(headers: dict[str, str]) -> float | None:
