@@ -515,6 +515,7 @@ def test_chat_pdf_file():
         ({"tools": [{"type": "custom", "custom": {"name": "x"}}]}, "tools[0].type", UnsupportedParameter),
         ({"response_format": {"type": "yaml"}}, "response_format.type", InvalidRequest),
         ({"stop": 5}, "stop", InvalidRequest),
+        ({"modalities": True}, "modalities", InvalidRequest),  # was a TypeError ('in' on a bool): a 500
     ],
 )
 def test_chat_validation(patch, param, cls):

@@ -136,6 +136,11 @@ BAD_CHAT = [
     ({"model": "sim-small", "messages": user("hi"), "response_format": {"type": "json_schema", "json_schema": {
         "name": "r", "schema": {"type": "object", "properties": {"a": {"pattern": "(["}}}}}},
      "response_format.json_schema.schema"),
+    # found by tests/security/test_fuzz_endpoints.py: passed on and crashed the upstream (500), or our translator
+    ({"model": "sim-small", "messages": user("hi"), "tools": [{"type": "function", "function": {"name": "f"}}],
+      "tool_choice": {"type": "function", "function": "f"}}, "tool_choice.function.name"),
+    ({"model": "sim-small", "messages": user("hi"), "tool_choice": 5}, "tool_choice"),
+    ({"model": "sim-claude", "messages": user("hi"), "modalities": True}, "modalities"),
 ]
 
 
@@ -170,6 +175,9 @@ BAD_MESSAGES = [
         {"type": "text", "text": "doc", "untrusted": ["web"]}]}]}, "messages[0].content[0].untrusted"),
     ({"model": "sim-claude", "max_tokens": 10, "messages": user("hi"),
       "tools": [{"name": "f", "input_schema": {"type": "object", "required": "a"}}]}, "input_schema"),
+    ({"model": "sim-claude", "max_tokens": 10, "messages": user("hi"), "tool_choice": "auto"}, "tool_choice"),
+    ({"model": "sim-claude", "max_tokens": 10, "messages": user("hi"), "tool_choice": {"type": "tool"}},
+     "tool_choice.name"),
 ]
 
 

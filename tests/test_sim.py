@@ -342,5 +342,17 @@ def test_anthropic_validation(sim: str, claude: anthropic.Anthropic) -> None:
         claude.messages.create(model="claude-sim", max_tokens=10, messages=[{"role": "system", "content": "x"}])
 
 
+def test_malformed_tool_choice_is_not_a_crash(sim: str) -> None:
+    """A tool_choice of the wrong shape: Anthropic's 400, or OpenAI's first tool; never a 500 (the endpoint
+    fuzz found both crashing the simulator)."""
+    r = httpx.post(sim + "/v1/messages", json={"model": "claude-sim", "max_tokens": 5, "messages": USER,
+                                               "tools": [CLAUDE_TOOL], "tool_choice": "auto"})
+    assert r.status_code == 400 and "tool_choice" in r.json()["error"]["message"]
+    r = httpx.post(sim + "/v1/chat/completions", json={"model": "m", "messages": USER, "tools": [WEATHER],
+                                                       "tool_choice": {"type": "function", "function": "x"}})
+    assert r.status_code == 200, r.text
+    assert r.json()["choices"][0]["message"]["tool_calls"][0]["function"]["name"] == "get_weather"
+
+
 def test_healthz(sim: str) -> None:
     assert httpx.get(sim + "/healthz").json() == {"status": "ok"}

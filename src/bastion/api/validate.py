@@ -100,6 +100,28 @@ def _tools_openai(tools: Any) -> None:
                 raise _fail("must be a JSON Schema object", f"{p}.function.parameters")
 
 
+def _tool_choice_openai(choice: Any) -> None:
+    if isinstance(choice, str) and choice in ("auto", "none", "required"):
+        return
+    if not isinstance(choice, dict) or not isinstance(choice.get("type"), str):
+        raise _fail("must be 'auto', 'none', 'required' or an object like {'type': 'function', 'function': "
+                    f"{{'name': ...}}}}, got {json_type(choice)} {choice!r:.40}", "tool_choice")
+    if choice["type"] == "function":
+        fn = choice.get("function")
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or not fn["name"]:
+            raise _fail("needs the name of the function to call (a non-empty string)",
+                        "tool_choice.function.name")
+
+
+def _tool_choice_anthropic(choice: Any) -> None:
+    if not isinstance(choice, dict) or choice.get("type") not in ("auto", "any", "tool", "none"):
+        raise _fail("must be an object with type 'auto', 'any', 'tool' or 'none', e.g. {'type': 'auto'}, got "
+                    f"{json_type(choice)} {choice!r:.40}", "tool_choice")
+    if choice["type"] == "tool" and (not isinstance(choice.get("name"), str) or not choice["name"]):
+        raise _fail("needs the name of the tool to call (a non-empty string)", "tool_choice.name")
+    _opt(choice, "disable_parallel_tool_use", lambda v: isinstance(v, bool), "a boolean")
+
+
 def validate_chat(body: dict[str, Any]) -> None:
     """OpenAI Chat Completions request."""
     _model(body)
@@ -146,6 +168,12 @@ def validate_chat(body: dict[str, Any]) -> None:
         raise _fail("must be a string or an array of strings", "stop")
     if body.get("tools") is not None:
         _tools_openai(body["tools"])
+    if body.get("tool_choice") is not None:
+        _tool_choice_openai(body["tool_choice"])
+    modalities = body.get("modalities")
+    if modalities is not None and not (isinstance(modalities, list)
+                                       and all(isinstance(m, str) for m in modalities)):
+        raise _fail("must be an array of strings such as ['text']", "modalities")
     rf = body.get("response_format")
     if rf is not None:
         if not isinstance(rf, dict) or rf.get("type") not in ("text", "json_object", "json_schema"):
@@ -200,6 +228,8 @@ def validate_messages(body: dict[str, Any]) -> None:
         for i, t in enumerate(tools):
             if not isinstance(t, dict) or not isinstance(t.get("name"), str):
                 raise _fail("each tool needs a name (and an input_schema)", f"tools[{i}].name")
+    if body.get("tool_choice") is not None:
+        _tool_choice_anthropic(body["tool_choice"])
 
 
 def validate_embeddings(body: dict[str, Any]) -> None:

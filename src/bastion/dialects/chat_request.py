@@ -155,7 +155,10 @@ def _reject_unsupported(body: dict[str, Any]) -> None:
         raise UnsupportedParameter(
             f"{param} (deprecated) is not supported; use tools and tool_choice", param=param
         )
-    if body.get("audio") is not None or "audio" in (body.get("modalities") or []):
+    modalities = body.get("modalities")
+    if modalities is not None:
+        require_list(modalities, "modalities")
+    if body.get("audio") is not None or "audio" in (modalities or []):
         raise UnsupportedParameter("audio output is not available from Anthropic models", param="modalities")
     if body.get("web_search_options") is not None:
         raise UnsupportedParameter(

@@ -82,6 +82,11 @@ def _validate(body: dict[str, Any]) -> list[dict[str, Any]]:
     t = body.get("temperature")
     if t is not None and not 0 <= t <= 1:
         raise BadRequest("temperature: Input should be less than or equal to 1")
+    choice = body.get("tool_choice")
+    if choice is not None and (not isinstance(choice, dict)
+                               or choice.get("type") not in ("auto", "any", "tool", "none")):
+        raise BadRequest("tool_choice: Input should be a valid dictionary with type 'auto', 'any', 'tool' "
+                         "or 'none'")
     return messages
 
 

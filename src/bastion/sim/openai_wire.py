@@ -137,8 +137,8 @@ def _pick_tool(body: dict[str, Any], messages: list[dict[str, Any]]) -> tuple[tu
     choice = body.get("tool_choice")
     if not tools or choice == "none" or messages[-1].get("role") in ("tool", "function"):
         return None, False
-    if isinstance(choice, dict):
-        name = (choice.get("function") or {}).get("name")
+    if isinstance(choice, dict) and isinstance(choice.get("function"), dict):
+        name = choice["function"].get("name")
         for t in tools:
             if t["function"].get("name") == name:
                 return (name, t["function"].get("parameters") or {}), True
