@@ -361,7 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = with_config(sub.add_parser("alerts", help="spend alerts, newest first"))
     s.add_argument("--since", help="30m, 2h, 7d or an ISO time")
-    s.add_argument("--kind", choices=("budget", "spend_rate", "outlier"))
+    s.add_argument("--kind", choices=("budget", "spend_rate", "outlier", "over_reservation"))
     s.add_argument("--limit", type=int, default=50)
     s.add_argument("--json", action="store_true")
     s.set_defaults(fn=cmd_alerts)
