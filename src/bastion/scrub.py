@@ -15,8 +15,10 @@ A scrubber knows two kinds of secret:
   JWTs, any token with a run of mask characters, and the userinfo of ``scheme://user:password@host``
   (the host is kept).
 
-Each is replaced by ``[redacted]``. It runs on error paths only; two compiled patterns, built once per
-config load (and again only if a provider reads a key it had not seen).
+Each is replaced by ``[redacted]``. It runs on error paths only, and costs what the text could match:
+configured secrets are plain substring searches, and each generic rule (compiled once, at import) runs
+only on a text that holds one of its trigger words. The secrets are collected once per config load (and
+again only when a provider reads a key it had not seen).
 
 :func:`register` merges a config's secrets into the process's scrubber, which code without the config
 (the stream relay, the log record) reaches through :func:`scrub`. A secret, once registered, stays
@@ -25,10 +27,12 @@ scrubbed for the life of the process.
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import threading
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
@@ -38,61 +42,65 @@ if TYPE_CHECKING:
 MARK = "[redacted]"
 
 MIN_SECRET = 8  # shorter configured values are not treated as secrets (they would redact ordinary words)
-MIN_PASSWORD = 4  # a URL password is a secret whatever its length; shorter than this it is left to the URL rule
+MIN_PASSWORD = 4  # a URL password is a secret from this length (shorter ones are left to the URL rule)
+_SCAN = 8192  # characters of a message scanned by ``excerpt`` (a longer one is cut first, at a token edge)
 
 _KEY = r"A-Za-z0-9_\-"
-_MASK = r"(?:[*•]{2,}|…|\.{3,})"
 _CRED_HEADERS = re.compile(r"auth|key|token|secret|passw|cookie|signature|credential", re.I)
+_MASK_CHARS = ("**", "•", "…", "...")
+# A token with a run of mask characters in it: "****abcd", "sk-proj-abc…wxyz" (tried once per token).
+_MASKED = re.compile(rf"(?<![{_KEY}])[{_KEY}]*(?:[*•]{{2,}}|…|\.{{3,}})[{_KEY}]*")
 
-# The generic shapes of a credential. ``(?P<keep>…)`` marks a prefix that stays (a scheme, a header name).
-_RULES: tuple[str, ...] = (
-    # userinfo in a URL: keep the scheme and host
-    r"(?P<keep>\b[a-z][a-z0-9+.\-]*://)[^\s/?#@\"'<>]+(?=@)",
+
+@dataclass(frozen=True, slots=True)
+class _Rule:
+    """One generic shape of a credential. It only runs when its text holds one of ``triggers`` (lower
+    case), so a message pays for the rules it could match; group 1, when ``keep``, stays (a header name)."""
+
+    triggers: tuple[str, ...]
+    pattern: re.Pattern[str]
+    keep: bool = False
+
+    def apply(self, text: str) -> str:
+        return self.pattern.sub((lambda m: m.group(1) + MARK) if self.keep else MARK, text)
+
+
+_TOKEN = r"[A-Za-z0-9\-._~+/]"
+_RULES: tuple[_Rule, ...] = (
+    # userinfo in a URL: the scheme and host stay
+    _Rule(("://",), re.compile(r"\b([a-z][a-z0-9+.\-]{0,15}://)[^\s/?#@\"'<>]+(?=@)", re.I), keep=True),
     # header-shaped values (raw, JSON or Python-dict echoes); an auth scheme word goes with the value
-    r"(?i:(?P<keep>\b(?:(?:proxy-)?authorization|x-api-key|api-key|x-goog-api-key|x-auth-token|set-cookie"
-    r"|cookie)[\"']?\s*[:=]\s*[\"']?))(?i:(?:bearer|basic|token|digest)\s+)?[^\s\"',;}\]]+",
-    # assignments and query parameters: api_key=…, ?key=…, "password": "…"
-    r"(?i:(?P<keep>\b(?:api[_-]?key|apikey|access[_-]?token|auth[_-]?token|refresh[_-]?token|client[_-]?secret"
-    r"|secret[_-]?(?:access[_-]?)?key|password|passwd)[\"']?\s*[:=]\s*[\"']?|[?&;](?:key|token|sig|signature|secret)=))"
-    r"[^\s\"'&,;}\]#]+",
-    # bearer tokens (a word that looks like a token: 8+ characters with a digit, or 20+)
-    r"(?i:(?P<keep>\bbearer\s+))(?=[A-Za-z0-9\-._~+/]{8})"
-    r"(?:[A-Za-z0-9\-._~+/]*[0-9][A-Za-z0-9\-._~+/]*|[A-Za-z0-9\-._~+/]{20,})=*",
-    # vendor keys, whole or masked (sk-…, sk-ant-…, sk-proj-…)
-    rf"\bsk-(?:ant-|proj-|svcacct-|admin-|or-v1-)?(?:[{_KEY}]{{16,}}|[{_KEY}]{{0,24}}{_MASK}[{_KEY}]*)",
-    rf"\b(?:gsk|ghp|gho|ghu|ghs|ghr|hf|r8|pplx|xai|nvapi|glpat)[_-][{_KEY}]{{20,}}",
-    r"\bgithub_pat_[A-Za-z0-9_]{20,}",
-    r"\bAIza[0-9A-Za-z_\-]{35}",
-    r"\bxox[abposr]-[A-Za-z0-9\-]{10,}",
-    r"\b(?:AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{16}\b",
+    _Rule(("authorization", "api-key", "x-auth-token", "cookie"), re.compile(
+        r"\b((?:(?:proxy-)?authorization|x-api-key|api-key|x-goog-api-key|x-auth-token|set-cookie|cookie)"
+        r"[\"']?\s*[:=]\s*[\"']?)(?:(?:bearer|basic|token|digest)\s+)?[^\s\"',;}\]]+", re.I), keep=True),
+    # assignments and query parameters: api_key=…, "password": "…", ?key=…
+    _Rule(("key", "token", "secret", "passw", "sig"), re.compile(
+        r"(\b(?:api[_-]?key|apikey|access[_-]?token|auth[_-]?token|refresh[_-]?token|client[_-]?secret"
+        r"|secret[_-]?(?:access[_-]?)?key|password|passwd)[\"']?\s*[:=]\s*[\"']?"
+        r"|[?&;](?:key|token|sig|signature|secret)=)[^\s\"'&,;}\]#]+", re.I), keep=True),
+    # bearer tokens: a word that looks like one (8+ characters with a digit, or 20+)
+    _Rule(("bearer",), re.compile(
+        rf"\b(bearer\s+)(?={_TOKEN}{{8}})(?:{_TOKEN}*[0-9]{_TOKEN}*|{_TOKEN}{{20,}})=*", re.I), keep=True),
+    # vendor keys, whole or masked: sk-…, sk-ant-…, sk-proj-…, and other providers' prefixes
+    _Rule(("sk-",), re.compile(
+        rf"\bsk-(?:ant-|proj-|svcacct-|admin-|or-v1-)?(?:[{_KEY}]{{16,}}|[{_KEY}]{{0,24}}(?:[*•]+|…|\.{{3}})[{_KEY}]*)")),
+    _Rule(("gsk_", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "hf_", "r8_", "pplx-", "xai-", "nvapi-", "glpat-"),
+          re.compile(rf"\b(?:gsk|ghp|gho|ghu|ghs|ghr|hf|r8|pplx|xai|nvapi|glpat)[_-][{_KEY}]{{20,}}")),
+    _Rule(("github_pat_",), re.compile(r"\bgithub_pat_[A-Za-z0-9_]{20,}")),
+    _Rule(("aiza",), re.compile(r"\bAIza[0-9A-Za-z_\-]{35}")),
+    _Rule(("xox",), re.compile(r"\bxox[abposr]-[A-Za-z0-9\-]{10,}")),
+    _Rule(("akia", "asia", "abia", "acca"), re.compile(r"\b(?:AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{16}\b")),
     # JWTs
-    r"\beyJ[A-Za-z0-9_\-]{5,}\.eyJ[A-Za-z0-9_\-]{5,}\.[A-Za-z0-9_\-]*",
-    # any token with a run of mask characters and something of a key beside it: sk-proj-****abcd, ****abcd
-    rf"(?:[{_KEY}]{{2,}}[*•]{{3,}}[{_KEY}]*|[*•]{{3,}}[{_KEY}]{{2,}})",
+    _Rule(("eyj",), re.compile(r"\beyJ[A-Za-z0-9_\-]{5,}\.eyJ[A-Za-z0-9_\-]{5,}\.[A-Za-z0-9_\-]*")),
+    # any token with a run of 3+ mask characters and something of a key beside it: ab****, ****abcd
+    _Rule(("***", "•••"), re.compile(
+        rf"(?<![{_KEY}])[{_KEY}]{{2,}}[*•]{{3,}}[{_KEY}]*|(?<![{_KEY}*•])[*•]{{3,}}[{_KEY}]{{2,}}")),
 )
-_GENERIC = re.compile("|".join(f"(?P<r{i}>{rule.replace('(?P<keep>', f'(?P<k{i}>')})" for i, rule in enumerate(_RULES)))
 
 
-def _generic_sub(m: re.Match[str]) -> str:
-    keep = "k" + (m.lastgroup or "r")[1:]
-    prefix = m.group(keep) if keep in m.re.groupindex else None
-    return (prefix or "") + MARK
-
-
-def _secret_pattern(secrets: Iterable[str]) -> re.Pattern[str] | None:
-    """The configured secrets, whole, URL-quoted, and in masked forms that keep a prefix or the last 4."""
-    alts: set[str] = set()
-    for s in secrets:
-        alts.add(re.escape(s))
-        q = quote(s, safe="")
-        if q != s:
-            alts.add(re.escape(q))
-        if len(s) >= 12:
-            alts.add(rf"[{_KEY}]*{_MASK}[{_KEY}]*?{re.escape(s[-4:])}(?![{_KEY}])")
-            alts.add(rf"{re.escape(s[:8])}[{_KEY}]*{_MASK}[{_KEY}]*")
-    if not alts:
-        return None
-    return re.compile("|".join(sorted(alts, key=len, reverse=True)))
+def _variants(secret: str) -> set[str]:
+    """How a secret may be written: as is, and URL-quoted."""
+    return {secret, quote(secret, safe="")}
 
 
 class Scrubber:
@@ -101,7 +109,9 @@ class Scrubber:
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         self._lock = threading.Lock()
         self._secrets: frozenset[str] = frozenset()
-        self._pattern: re.Pattern[str] | None = None
+        self._literals: tuple[str, ...] = ()  # every written form, longest first
+        self._suffixes: frozenset[str] = frozenset()  # last 4 characters, as masked forms keep them
+        self._prefixes: tuple[str, ...] = ()  # first 8 characters
         self.add(*secrets)
 
     @property
@@ -109,22 +119,45 @@ class Scrubber:
         return self._secrets
 
     def add(self, *secrets: str | None) -> None:
-        """Know more secrets (no-op, and no recompiling, for ones already known or too short)."""
+        """Know more secrets (no-op for ones already known, or shorter than MIN_PASSWORD)."""
         new = {s for s in secrets if s and s not in self._secrets and len(s) >= MIN_PASSWORD}
         if not new:
             return
         with self._lock:
             merged = self._secrets | new
-            self._pattern = _secret_pattern(merged)
+            long = [s for s in merged if len(s) >= 12]  # only these have masked forms worth matching
+            self._literals = tuple(sorted({v for s in merged for v in _variants(s)}, key=len, reverse=True))
+            self._suffixes = frozenset(s[-4:] for s in long)
+            self._prefixes = tuple({s[:8] for s in long})
             self._secrets = merged
 
     def __call__(self, text: str) -> str:
         if not text:
             return text
-        pattern = self._pattern
-        if pattern is not None:
-            text = pattern.sub(MARK, text)
-        return _GENERIC.sub(_generic_sub, text)
+        for secret in self._literals:
+            if secret in text:
+                text = text.replace(secret, MARK)
+        if self._suffixes and any(m in text for m in _MASK_CHARS):
+            text = _MASKED.sub(self._masked, text)
+        low = text.lower()
+        for rule in _RULES:
+            if any(t in low for t in rule.triggers):
+                text = rule.apply(text)
+        return text
+
+    def _masked(self, m: re.Match[str]) -> str:
+        token = m.group()
+        return MARK if token[-4:] in self._suffixes or token.startswith(self._prefixes) else token
+
+    def excerpt(self, text: str, limit: int = 1000) -> str:
+        """At most ``limit`` characters of ``text``, scrubbed. A long text is cut before scanning, at the
+        last whitespace, so that no part of a secret is left that its whole form would have caught."""
+        if len(text) > _SCAN:
+            text = text[:_SCAN]
+            edge = max(text.rfind(" "), text.rfind("\n"), text.rfind("\t"))
+            text = text[: edge + 1] if edge >= 0 else ""
+        out = self(text)
+        return out if len(out) <= limit else out[:limit] + "…"
 
     def value(self, value: Any) -> Any:
         """The strings inside a JSON-like value, scrubbed (an upstream body kept for debugging)."""
@@ -158,7 +191,7 @@ def safe_url(url: str) -> str:
 
 
 def _looks_like_credential(name: str, value: str) -> bool:
-    return bool(_CRED_HEADERS.search(name)) or _GENERIC.search(value) is not None
+    return bool(_CRED_HEADERS.search(name)) or Scrubber()(value) != value
 
 
 def config_secrets(config: BastionConfig, environ: Mapping[str, str] | None = None) -> set[str]:
@@ -177,9 +210,10 @@ def config_secrets(config: BastionConfig, environ: Mapping[str, str] | None = No
                 if token and scheme.isalpha() and len(token) >= MIN_SECRET:
                     found.add(token)  # "Bearer <token>": the token alone too
         if p.base_url:
-            _, _, password = split_userinfo(p.base_url)
+            _, user, password = split_userinfo(p.base_url)
             if password and len(password) >= MIN_PASSWORD:
                 found.add(password)
+                found.add(base64.b64encode(f"{user or ''}:{password}".encode()).decode())  # as Basic auth
     return found
 
 
@@ -201,5 +235,10 @@ def scrub(text: str) -> str:
     return _PROCESS(text)
 
 
-__all__ = ["MARK", "Scrubber", "config_secrets", "process_scrubber", "register", "safe_url", "scrub",
+def excerpt(text: str, limit: int = 1000) -> str:
+    """An upstream's words for a message: scrubbed, at most ``limit`` characters (see Scrubber.excerpt)."""
+    return _PROCESS.excerpt(text, limit)
+
+
+__all__ = ["MARK", "Scrubber", "config_secrets", "excerpt", "process_scrubber", "register", "safe_url", "scrub",
            "split_userinfo"]

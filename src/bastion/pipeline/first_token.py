@@ -13,7 +13,7 @@ import orjson
 
 from bastion.errors import UpstreamError, UpstreamUnavailable
 from bastion.providers import SSEEvent
-from bastion.scrub import scrub
+from bastion.scrub import excerpt
 
 _ANTHROPIC_TOKEN_EVENTS = frozenset({"content_block_delta", "message_delta", "message_stop"})
 
@@ -36,7 +36,7 @@ def _openai_has_token(chunk: dict[str, Any]) -> bool:
 
 def _stream_error(data: dict[str, Any], dep: str) -> UpstreamError:
     err = data.get("error") if isinstance(data.get("error"), dict) else {}
-    msg = scrub(str(err.get("message") or "unknown error"))[:1000]  # upstreams quote the key they were sent
+    msg = excerpt(str(err.get("message") or "unknown error"))  # upstreams quote the key they were sent
     return UpstreamError(
         f"deployment {dep!r} sent an error event before the first token: {msg}",
         status=502, code="upstream_stream_error",

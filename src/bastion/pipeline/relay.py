@@ -21,7 +21,7 @@ from bastion.errors import BastionError, UpstreamError, UpstreamTimeout, Upstrea
 from bastion.guards.stream_guard import StreamGuard
 from bastion.guards.verdicts import OutputBlocked
 from bastion.providers import SSEEvent
-from bastion.scrub import scrub
+from bastion.scrub import excerpt
 
 from .accumulate import (
     AnthropicStreamAccumulator,
@@ -60,7 +60,7 @@ def error_event(dialect: str, err: BastionError, request_id: str) -> bytes:
 def _upstream_stream_error(data: dict[str, Any], deployment: str) -> UpstreamError:
     """The upstream's own words, without the credentials upstreams like to quote (bastion.scrub)."""
     err = data.get("error") if isinstance(data.get("error"), dict) else {}
-    msg = scrub(str(err.get("message") or "unknown error"))[:1000]
+    msg = excerpt(str(err.get("message") or "unknown error"))
     return UpstreamError(
         f"deployment {deployment!r} sent an error in the middle of the stream: {msg}",
         status=502,

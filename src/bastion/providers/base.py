@@ -45,23 +45,22 @@ _STABLE_CODES = {
 }
 
 
-_MAX_MESSAGE = 1000  # characters of an upstream's error message passed on (after scrubbing: never cut a key)
-
-
 def _error_message(body: bytes, scrub: Scrubber) -> tuple[str, str | None]:
-    """The upstream's own message and code, credentials removed before anything is cut."""
+    """The upstream's own message and code, without the credentials upstreams quote (``Scrubber.excerpt``
+    cuts a long text only where no secret can be left in part)."""
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError:
-        text = scrub(body[:16384].decode("utf-8", "replace")).strip()
-        return (text[:300] or "(empty body)"), None
+        # 64 KiB decode to 16,384+ characters: more than excerpt scans, so it makes the cut, at a token edge
+        text = scrub.excerpt(body[:65536].decode("utf-8", "replace").strip(), 300)
+        return (text or "(empty body)"), None
     err = data.get("error") if isinstance(data, dict) else None
     if isinstance(err, dict):
         code = err.get("code") or err.get("type")
-        return scrub(str(err.get("message") or err))[:_MAX_MESSAGE], (scrub(str(code)) if code else None)
+        return scrub.excerpt(str(err.get("message") or err)), (scrub.excerpt(str(code), 100) if code else None)
     if isinstance(err, str):
-        return scrub(err)[:_MAX_MESSAGE], None
-    return scrub(str(data))[:300], None
+        return scrub.excerpt(err), None
+    return scrub.excerpt(str(data), 300), None
 
 
 class Provider:
