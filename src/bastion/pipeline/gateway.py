@@ -160,7 +160,7 @@ class Gateway(ReaskMixin):
         model = self.metric_model(ctx)
         m.requests.labels(ctx.endpoint, model, ctx.deployment or "-", str(ctx.status)).inc()
         if ctx.error_code:
-            m.errors.labels(ctx.endpoint, model, ctx.error_code).inc()
+            m.errors.labels(ctx.endpoint, model, m.code_label(ctx.error_code)).inc()
         m.latency.labels(ctx.endpoint, model, "true" if ctx.stream else "false").observe(
             ctx.done_at - ctx.received_at
         )

@@ -7,8 +7,12 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300)
 
 
+MAX_CODES = 100  # distinct error-code label values
+
+
 class Metrics:
     def __init__(self) -> None:
+        self._codes: set[str] = set()
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
@@ -98,6 +102,16 @@ class Metrics:
     def on_breaker(self, deployment: str, state: str) -> None:
         self.breaker_changes.labels(deployment, state).inc()
         self.breaker_state.labels(deployment).set({"closed": 0, "half_open": 1, "open": 2}[state])
+
+    def code_label(self, code: str) -> str:
+        """An error code as a label value: codes are ours, but a few are an upstream's own words, so the set
+        is capped (the first ``MAX_CODES`` distinct codes keep their name, later ones count as ``other``)."""
+        if code in self._codes:
+            return code
+        if len(self._codes) < MAX_CODES and len(code) <= 64:
+            self._codes.add(code)
+            return code
+        return "other"
 
     def on_log_event(self, event: str, n: int) -> None:
         if event == "lost":
