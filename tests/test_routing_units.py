@@ -411,6 +411,36 @@ def test_a_worse_deployment_swaps_places_with_the_one_out() -> None:
     assert r.gate("a") is Gate.CLOSED
 
 
+def test_a_deployment_no_worse_than_its_peers_is_not_ejected() -> None:
+    """Both fail 30%: ejecting one would move its load onto an equally bad peer, so neither goes out."""
+    r = BreakerRig(pools={"m": ("a", "b")}, consecutive_failures=3, failure_rate=0.5)
+    for _ in range(4):  # a and b, taking turns: 7 successes, then 3 failures in a row, each
+        for outcome in [True] * 7 + [False] * 3:
+            for d in "ab":
+                (r.ok if outcome else r.fail)(d)
+    assert r.gate("a") is Gate.CLOSED and r.gate("b") is Gate.CLOSED and r.changes == []
+
+
+def test_an_outlier_is_ejected_and_a_failing_pool_still_sheds_up_to_its_cap() -> None:
+    r = BreakerRig(pools={"m": ("a", "b")}, consecutive_failures=3, failure_rate=0.5)
+    for _ in range(7):
+        r.ok("b")
+    for _ in range(3):
+        r.fail("b")  # b: 30%
+    r.trip("a")  # a: 100%, clearly worse than b
+    assert run(r.breakers.ejected("m")) == ["a"]
+    broken = BreakerRig(pools={"m": ("a", "b")}, consecutive_failures=3, failure_rate=0.5)
+    for _ in range(2):
+        broken.fail("b")
+    broken.ok("b")
+    broken.trip("a")  # b fails at least failure_rate too: the pool is failing, a may go (cap: 1)
+    assert run(broken.breakers.ejected("m")) == ["a"]
+    everything_down = BreakerRig(pools={"m": ("a", "b")}, max_ejection_percent=100)
+    everything_down.trip("a")
+    everything_down.trip("b")  # with a cap of 100% the operator chose to fail fast when all are down
+    assert run(everything_down.breakers.ejected("m")) == ["a", "b"]
+
+
 def test_the_cap_frees_when_the_ejected_one_recovers() -> None:
     r = BreakerRig(pools={"m": ("a", "b")}, open_s=10)
     r.trip("a")

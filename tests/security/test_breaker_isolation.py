@@ -23,10 +23,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
 import httpx
 import openai
 import pytest
+from pydantic import ValidationError
 
+from bastion.config.model import BastionConfig, ProviderConfig
+from bastion.config.reliability import TimeoutsConfig
+from bastion.errors import InvalidRequest
+from bastion.pipeline.deadlines import AttemptTimeouts, Deadlines, parse_overrides
+from bastion.routing import Router
 from tests.procs import Proc, create_key, start_gateway, start_sim, wait_log_row
 
 SIM_YAML = """
@@ -106,6 +113,87 @@ def _msgs(text: str) -> list[dict]:
     return [{"role": "user", "content": text}]
 
 
+# ---- the floor, and whose limit a timeout was (units) ------------------------------------------------
+
+
+def test_floor_defaults_to_one_second_and_bounds_every_timeout_header() -> None:
+    t = TimeoutsConfig()
+    assert t.min_override_s == 1.0
+    assert parse_overrides({"timeout-first-token": "1", "timeout-total": "30"}, t) == {
+        "first_token_s": 1.0, "total_s": 30.0}
+    for name in ("connect", "first-token", "chunk-gap", "total"):
+        for value in ("0.99", "0.01", "0", "-1"):
+            with pytest.raises(InvalidRequest) as ei:
+                parse_overrides({f"timeout-{name}": value}, t, "chat")
+            msg = ei.value.message
+            assert f"x-bastion-timeout-{name}" in msg and "floor of 1 second" in msg and f"got {value}" in msg
+            assert "timeouts.min_override_s" in msg and "models.chat.timeouts" in msg
+    for value in ("nan", "inf", "-inf", "soon"):
+        with pytest.raises(InvalidRequest) as ei:
+            parse_overrides({"timeout-total": value}, t)
+        assert "number of seconds" in ei.value.message
+
+
+def test_floor_is_configurable_per_alias_and_checked_against_the_ceiling() -> None:
+    cfg = BastionConfig.model_validate({
+        "providers": {"p": {"type": "sim", "base_url": "http://127.0.0.1:9/v1"}},
+        "routing": {"timeouts": {"min_override_s": 2}},
+        "models": {"fast": {"deployments": [{"provider": "p", "model": "x"}], "timeouts": {"min_override_s": 0.2}},
+                   "plain": {"deployments": [{"provider": "p", "model": "x"}]}},
+    })
+    router = Router(cfg)
+    assert router.routes["fast"].policy.timeouts.min_override_s == 0.2
+    assert router.routes["plain"].policy.timeouts.min_override_s == 2
+    assert parse_overrides({"timeout-first-token": "0.2"}, router.routes["fast"].policy.timeouts) == {"first_token_s": 0.2}
+    with pytest.raises(InvalidRequest) as ei:
+        parse_overrides({"timeout-first-token": "1.5"}, router.routes["plain"].policy.timeouts, "plain")
+    assert "floor of 2 seconds" in ei.value.message
+    with pytest.raises(ValidationError) as ve:
+        TimeoutsConfig(min_override_s=30, max_override_s=10)
+    assert "min_override_s" in str(ve.value)
+    with pytest.raises(ValidationError):
+        TimeoutsConfig(min_override_s=0)
+
+
+def _limits(headers: dict[str, str], **configured: float | None) -> AttemptTimeouts:
+    t = TimeoutsConfig(**configured)
+
+    async def build() -> AttemptTimeouts:
+        overrides = parse_overrides(headers, t)
+        dl = Deadlines(overrides.get("total_s") or t.total_s, overrides, configured_total_s=t.total_s)
+        return dl.for_attempt(t, ProviderConfig(type="sim", base_url="http://127.0.0.1:9/v1"))
+
+    return asyncio.run(build())
+
+
+def test_a_limit_is_the_callers_only_when_its_header_shortened_the_operators() -> None:
+    assert _limits({}, first_token_s=5).caller == frozenset()
+    assert _limits({"timeout-first-token": "1"}, first_token_s=5).caller == {"first_token"}
+    assert _limits({"timeout-first-token": "1"}).caller == {"first_token"}  # the operator set no limit at all
+    assert _limits({"timeout-first-token": "8"}, first_token_s=5).caller == frozenset()  # loosened: not the caller's
+    assert _limits({"timeout-first-token": "5"}, first_token_s=5).caller == frozenset()
+    assert _limits({"timeout-chunk-gap": "1", "timeout-connect": "1"}).caller == {"chunk_gap", "connect"}
+    assert _limits({"timeout-chunk-gap": "30"}, chunk_gap_s=20).caller == frozenset()
+    assert _limits({"timeout-total": "10"}).caller == {"total"}
+    assert _limits({"timeout-total": "700"}, max_override_s=900).caller == frozenset()
+
+
+def test_which_limit_ended_an_attempt() -> None:
+    t = _limits({"timeout-first-token": "1"}, first_token_s=5)
+    assert t.before_first_token(None) == "first_token"
+    assert t.before_first_token(aiohttp.ConnectionTimeoutError()) == "connect"
+    assert t.before_first_token(aiohttp.SocketTimeoutError()) == "chunk_gap"
+    assert t.before_first_token(TimeoutError()) == "total"  # aiohttp's own total: the request's deadline
+    short_total = _limits({"timeout-total": "2", "timeout-first-token": "5"}, first_token_s=5)
+    assert short_total.before_first_token(None) == "total"  # the total came before the first-token deadline
+
+    async def told(limits: AttemptTimeouts) -> str:
+        return limits.expired_message("d")
+
+    assert "x-bastion-timeout-first-token" in asyncio.run(told(t))
+    assert "timeouts.first_token_s" in asyncio.run(told(_limits({}, first_token_s=5)))
+
+
 # ---- the breaker-DoS scenario ----------------------------------------------------------------------
 
 
@@ -129,6 +217,7 @@ def test_an_attacker_with_tiny_timeouts_cannot_open_the_breaker_for_a_victim(sta
     attacker, victim = stack.client(stack.attacker), stack.client(stack.victim)
     victim_results: list[tuple[str | None, str]] = []  # (request id, outcome: ok or the error code)
     attack: dict[str, int] = {"sent": 0, "refused": 0, "timed_out": 0, "stream_cut": 0}
+    said: dict[str, str] = {}  # what the attacker was told, per alias
 
     async def attack_first_token(model: str, i: int, *, below: bool) -> None:
         # at the floor (1 s, the default timeouts.min_override_s) against a 1.3 s first token; or below it
@@ -141,7 +230,8 @@ def test_an_attacker_with_tiny_timeouts_cannot_open_the_breaker_for_a_victim(sta
         except openai.BadRequestError:
             attack["refused"] += 1
         except openai.APIStatusError as e:
-            attack["timed_out"] += e.status_code == 504 or "timeout" in str(e)
+            attack["timed_out"] += e.status_code == 504
+            said[model] = f"{e.status_code} {e.message}"
 
     async def attack_chunk_gap(model: str, i: int) -> None:
         # a stream that starts at once, then pauses 2 s between tokens, with a 1 s chunk-gap limit
@@ -198,6 +288,9 @@ def test_an_attacker_with_tiny_timeouts_cannot_open_the_breaker_for_a_victim(sta
           f"breaker openings {opened:g}")
     # the attack really happened: refused below the floor, timed out at it, streams cut by their own limit
     assert attack["refused"] >= 10 and attack["timed_out"] >= 40 and attack["stream_cut"] >= 6, attack
+    # ... and it was told that its own limit, not the model, was the problem
+    assert said["solo"].startswith("504") and "x-bastion-timeout-first-token" in said["solo"]
+    assert said["shared"].startswith("504") and "own x-bastion-timeout-* limits" in said["shared"]
     assert len(victim_results) >= 25
     assert rate == 0, failed
     assert opened == 0

@@ -428,6 +428,9 @@ class Executor:
         trail = "; ".join(f"{a.deployment}: {a.error}" for a in ctx.attempts if a.outcome != "ok")
         n = len(failures)
         head = "the only attempt failed" if n == 1 else f"all {n} attempts failed"
+        if all(f.caller_limited for f in failures):
+            return UpstreamTimeout(f"{head} within this request's own x-bastion-timeout-* limits, shorter than the "
+                                   f"model's configured timeouts; send a longer limit, or none ({trail})")
         if all(f.error.code == "upstream_rate_limited" for f in failures):
             return UpstreamError(f"{head}, rate limited upstream ({trail})", status=429,
                                  code="upstream_rate_limited", headers=last.headers)
