@@ -141,6 +141,8 @@ BAD_CHAT = [
       "tool_choice": {"type": "function", "function": "f"}}, "tool_choice.function.name"),
     ({"model": "sim-small", "messages": user("hi"), "tool_choice": 5}, "tool_choice"),
     ({"model": "sim-claude", "messages": user("hi"), "modalities": True}, "modalities"),
+    ({"model": "sim-small", "messages": user("hi"), "tools": [{"type": [["function"]], "function": {
+        "name": "f", "parameters": {"type": "object", "properties": ["a"]}}}]}, "tools[0].type"),
 ]
 
 

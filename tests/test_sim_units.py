@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -83,6 +84,27 @@ def test_gen_value_satisfies_schema(seed: int) -> None:
     assert isinstance(v["maybe"], bool)
     assert 2 <= len(v["pts"]) <= 3 and all(-1 <= p["x"] <= 1 for p in v["pts"])
     assert 30 <= len(v["name"]) <= 40
+
+
+HOSTILE_SCHEMAS = [
+    {"type": "object", "properties": ["a", 1], "required": ["q"]}, {"type": "object", "required": "a"},
+    {"type": "array", "minItems": 10**9}, {"type": "string", "minLength": 10**12}, {"type": "array", "maxItems": "x"},
+    {"type": "integer", "minimum": "x"}, {"type": "number", "maximum": [1]}, {"enum": {"a": 1}}, {"anyOf": {"a": 1}},
+    {"allOf": 5}, {"allOf": [{"$ref": 5}, {"required": 7}]}, {"$ref": 7}, {"allOf": [{"$ref": "#"}]},
+    {"type": "number", "minimum": -1.7e308, "maximum": 1.7e308}, {"type": "string", "maxLength": -3},
+]
+
+
+@pytest.mark.parametrize("schema", HOSTILE_SCHEMAS, ids=[str(i) for i in range(len(HOSTILE_SCHEMAS))])
+def test_gen_value_survives_hostile_schemas(schema: dict) -> None:
+    """A schema is caller input: wrong-typed keywords are ignored and sizes capped (the endpoint fuzz found a
+    list of properties crashing the simulator: a 500; minItems 10**9 would have hung it)."""
+    v = gen.gen_value(schema, random.Random(1))
+    assert len(orjson.dumps(v)) < 2 * gen.MAX_STRING * gen.MAX_ITEMS
+
+
+def test_gen_value_keeps_zero_bounds() -> None:
+    assert gen.gen_value({"type": "array", "minItems": 0, "maxItems": 0}, random.Random(1)) == []
 
 
 def test_embedding_prefix_and_norm() -> None:

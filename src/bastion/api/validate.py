@@ -91,6 +91,8 @@ def _tools_openai(tools: Any) -> None:
         p = f"tools[{i}]"
         if not isinstance(t, dict):
             raise _fail("must be an object like {'type': 'function', 'function': {'name': ...}}", p)
+        if not isinstance(t.get("type", "function"), str):
+            raise _fail(f"must be a string such as 'function', got {json_type(t['type'])}", f"{p}.type")
         if t.get("type", "function") == "function":
             fn = t.get("function")
             if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or not fn["name"]:

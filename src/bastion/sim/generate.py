@@ -333,8 +333,8 @@ def _json_object(rng: random.Random) -> dict[str, Any]:
     }
 
 
-def _resolve_ref(ref: str, root: dict[str, Any]) -> dict[str, Any]:
-    if not ref.startswith("#/"):
+def _resolve_ref(ref: Any, root: dict[str, Any]) -> dict[str, Any]:
+    if not isinstance(ref, str) or not ref.startswith("#/"):
         return {}
     node: Any = root
     for part in ref[2:].split("/"):
@@ -343,6 +343,22 @@ def _resolve_ref(ref: str, root: dict[str, Any]) -> dict[str, Any]:
             return {}
         node = node[part]
     return node if isinstance(node, dict) else {}
+
+
+# A schema is the caller's input: a keyword of the wrong type is read as absent, and sizes are capped, so a
+# hostile schema (minItems: 10**9, minLength: 10**12) costs no more than an ordinary one.
+MAX_ITEMS = 50
+MAX_STRING = 10_000
+
+
+def _num(schema: dict[str, Any], key: str) -> float | None:
+    v = schema.get(key)
+    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) else None
+
+
+def _list(schema: dict[str, Any], key: str) -> list[Any]:
+    v = schema.get(key)
+    return v if isinstance(v, list) else []
 
 
 def gen_value(schema: Any, rng: random.Random, root: dict[str, Any] | None = None, depth: int = 0) -> Any:
@@ -355,14 +371,14 @@ def gen_value(schema: Any, rng: random.Random, root: dict[str, Any] | None = Non
         return gen_value(_resolve_ref(schema["$ref"], root), rng, root, depth + 1)
     if "const" in schema:
         return schema["const"]
-    if schema.get("enum"):
+    if _list(schema, "enum"):
         return rng.choice(schema["enum"])
     for key in ("anyOf", "oneOf"):
-        options = schema.get(key)
+        options = _list(schema, key)
         if options:
             non_null = [o for o in options if not (isinstance(o, dict) and o.get("type") == "null")]
             return gen_value((non_null or options)[0], rng, root, depth + 1)
-    if schema.get("allOf"):
+    if _list(schema, "allOf") and depth < 12:
         merged: dict[str, Any] = {}
         for part in schema["allOf"]:
             if isinstance(part, dict):
@@ -370,9 +386,9 @@ def gen_value(schema: Any, rng: random.Random, root: dict[str, Any] | None = Non
                 for k, v in part.items():
                     if k in ("properties",) and isinstance(v, dict):
                         merged.setdefault(k, {}).update(v)
-                    elif k == "required":
+                    elif k == "required" and isinstance(v, list):
                         merged.setdefault(k, []).extend(v)
-                    else:
+                    elif k not in ("properties", "required"):
                         merged[k] = v
         return gen_value(merged, rng, root, depth + 1)
     t = schema.get("type")
@@ -381,32 +397,39 @@ def gen_value(schema: Any, rng: random.Random, root: dict[str, Any] | None = Non
     if t is None:
         t = "object" if "properties" in schema else "array" if "items" in schema else "string"
     if t == "object":
-        props = schema.get("properties") or {}
-        required = set(schema.get("required") or ())
+        props = schema.get("properties")
+        required = {r for r in _list(schema, "required") if isinstance(r, str)}
         out: dict[str, Any] = {}
-        for name, sub in props.items():
+        for name, sub in (props.items() if isinstance(props, dict) else ()):
             if name in required or (depth < 3 and rng.random() < 0.5):
                 out[name] = gen_value(sub, rng, root, depth + 1)
         return out
     if t == "array":
-        lo = int(schema.get("minItems", 1))
-        hi = int(schema.get("maxItems", lo + 2))
+        least, most = _num(schema, "minItems"), _num(schema, "maxItems")
+        lo = 1 if least is None else min(max(int(least), 0), MAX_ITEMS)
+        hi = lo + 2 if most is None else min(int(most), lo + MAX_ITEMS)
         count = rng.randint(lo, max(lo, hi)) if depth < 6 else lo
         return [gen_value(schema.get("items", {}), rng, root, depth + 1) for _ in range(count)]
     if t == "integer":
-        lo = schema.get("minimum")
+        lo = _num(schema, "minimum")
         if lo is None:
-            lo = math.floor(schema["exclusiveMinimum"]) + 1 if "exclusiveMinimum" in schema else 0
-        hi = schema.get("maximum")
+            ex = _num(schema, "exclusiveMinimum")
+            lo = math.floor(ex) + 1 if ex is not None else 0
+        hi = _num(schema, "maximum")
         if hi is None:
-            hi = math.ceil(schema["exclusiveMaximum"]) - 1 if "exclusiveMaximum" in schema else lo + 100
+            ex = _num(schema, "exclusiveMaximum")
+            hi = math.ceil(ex) - 1 if ex is not None else lo + 100
         lo, hi = math.ceil(lo), math.floor(hi)
         return rng.randint(lo, max(lo, hi))
     if t == "number":
-        lo = float(schema.get("minimum", schema.get("exclusiveMinimum", 0.0)))
-        hi = float(schema.get("maximum", schema.get("exclusiveMaximum", lo + 100.0)))
+        lo = _num(schema, "minimum")
+        lo = _num(schema, "exclusiveMinimum") if lo is None else lo
+        lo = 0.0 if lo is None else lo
+        hi = _num(schema, "maximum")
+        hi = _num(schema, "exclusiveMaximum") if hi is None else hi
+        hi = lo + 100.0 if hi is None else hi
         value = round(lo + rng.random() * (hi - lo), 2)
-        return min(max(value, lo), hi)
+        return min(max(value, lo), hi) if math.isfinite(value) else lo
     if t == "boolean":
         return rng.random() < 0.5
     if t == "null":
@@ -430,11 +453,11 @@ def _gen_string(schema: dict[str, Any], rng: random.Random) -> str:
         h = f"{rng.getrandbits(128):032x}"
         return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-a{h[17:20]}-{h[20:]}"
     s = _words(rng, 1, 4)
-    lo, hi = int(schema.get("minLength", 0)), schema.get("maxLength")
+    lo, hi = min(int(_num(schema, "minLength") or 0), MAX_STRING), _num(schema, "maxLength")
     while len(s) < lo:
         s += " " + VOCAB[int(rng.random() * len(VOCAB))]
     if hi is not None:
-        s = s[: int(hi)]
+        s = s[: max(int(hi), 0)]
     return s
 
 
