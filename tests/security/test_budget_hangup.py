@@ -95,12 +95,14 @@ def test_hang_ups_are_billed_and_the_budget_stops_admitting(stack: Stack, dialec
     tenant, model = ("hang", "priced") if dialect == "openai" else ("hang2", "claude-priced")
     prompt = _prompt_tokens(stack, model)
     reservation = nusd(prompt, MAX_TOKENS)
-    if dialect == "openai":
-        oc = openai.OpenAI(base_url=stack.base + "/v1", api_key=stack.key(tenant), max_retries=0, timeout=30)
-        results = [_hang_up_openai(oc, 3) for _ in range(16)]
-    else:
-        ac = anthropic.Anthropic(base_url=stack.base, api_key=stack.key(tenant), max_retries=0, timeout=30)
-        results = [_hang_up_anthropic(ac, 3) for _ in range(16)]
+    oc = openai.OpenAI(base_url=stack.base + "/v1", api_key=stack.key(tenant), max_retries=0, timeout=30)
+    ac = anthropic.Anthropic(base_url=stack.base, api_key=stack.key(tenant), max_retries=0, timeout=30)
+    results = []
+    for _ in range(16):
+        rid, seen = _hang_up_openai(oc, 3) if dialect == "openai" else _hang_up_anthropic(ac, 3)
+        if rid is not None:  # settled (its row is written after the settlement): the next one sees its cost
+            stack.wait_rows("id = ?", (rid,), 1)
+        results.append((rid, seen))
     admitted = [(rid, seen) for rid, seen in results if rid is not None]
     # the budget ran out: some requests were refused, and once refused, every later one was
     assert 0 < len(admitted) < len(results)
