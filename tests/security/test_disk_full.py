@@ -133,3 +133,31 @@ def test_full_disk_serve_counts_every_lost_record(sim: Proc, tmp_path: Path, sma
     finally:
         gw.stop()
     os.sync()
+
+
+def test_store_full_but_spill_writable_serves_and_loses_nothing(sim: Proc, tmp_path: Path, small_disk: Path) -> None:
+    """Only the database's disk is full: batches spill to a file elsewhere, nothing is refused, and every
+    record reaches the database once it has room (the spill file is ingested)."""
+    db = small_disk / "b.db"
+    spill = tmp_path / "spill.jsonl"
+    cfg = write_config(tmp_path / "bastion.yaml", sim.url, store=db)
+    cfg.write_text(cfg.read_text().replace("  flush_interval_ms: 50\n",
+                                           f"  flush_interval_ms: 50\n  spill_path: {spill}\n"))
+    key = create_key(cfg)
+    gw = start_gateway(cfg)
+    try:
+        filler = _fill(small_disk)
+        results = asyncio.run(_load(gw.url, key, 400))
+        assert all(s == 200 for s, _, _ in results), Counter(s for s, _, _ in results)
+        assert httpx.get(gw.url + "/readyz").status_code == 200  # degraded only if the spill fails too
+        assert spill.exists() or spill.with_name(spill.name + ".ingesting").exists()
+        filler.unlink()
+        sent = {rid for _, rid, _ in results}
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not sent <= _logged(db):
+            time.sleep(0.2)
+        print(f"\nstore full, spill writable: sent {len(sent)}, answered {len(sent)}, "
+              f"logged {len(sent & _logged(db))}, lost {len(sent - _logged(db))}")
+        assert sent <= _logged(db)
+    finally:
+        gw.stop()
