@@ -42,6 +42,7 @@ profiles:
   slow-a: {latency: {distribution: fixed, median_ms: 1300}}
   slow-b: {latency: {distribution: fixed, median_ms: 1300}}
   slow-c: {latency: {distribution: fixed, median_ms: 1300}}
+  slow-d: {latency: {distribution: fixed, median_ms: 1300}}
   flaky-a: {faults: {rate_500: 0.3}}
   flaky-b: {faults: {rate_500: 0.3}}
 """
@@ -55,6 +56,9 @@ models:
     deployments: [{provider: slow-c, model: sim-small}]
     timeouts: {first_token_s: 5}
     breaker: {max_ejection_percent: 100}
+  gaps:                            # one deployment, a quick breaker that may eject it
+    deployments: [{provider: slow-d, model: sim-small}]
+    breaker: {consecutive_failures: 3, max_ejection_percent: 100}
   flaky-pair:                      # a quick breaker: 3 failures in a row
     deployments: [{provider: flaky-a, model: sim-small}, {provider: flaky-b, model: sim-small}]
     breaker: {consecutive_failures: 3, open_s: 2}
@@ -97,7 +101,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     (d / "sim.yaml").write_text(SIM_YAML)
     sim = start_sim(d / "sim.yaml")
     providers = "\n".join(f"  {p}: {{type: sim, base_url: {sim.url}/p/{p}/v1}}"
-                          for p in ("slow-a", "slow-b", "slow-c", "flaky-a", "flaky-b"))
+                          for p in ("slow-a", "slow-b", "slow-c", "slow-d", "flaky-a", "flaky-b"))
     store = d / "bastion.db"
     cfg = d / "bastion.yaml"
     cfg.write_text(f"server: {{port: 0}}\nstore: {{url: 'sqlite:///{store}', flush_interval_ms: 20}}\n"
@@ -298,6 +302,50 @@ def test_an_attacker_with_tiny_timeouts_cannot_open_the_breaker_for_a_victim(sta
         assert stack.metric("bastion_breaker_state", deployment=d) == 0
     skipped = [a for rid, _ in victim_results[-10:] for a in stack.attempts(rid or "") if a["outcome"] == "skipped"]
     assert not skipped
+
+
+def test_streams_cut_by_their_own_chunk_gap_do_not_open_the_breaker(stack: Stack) -> None:
+    """A chunk-gap header shorter than the deployment's pauses: before the first token (the read times out
+    waiting for it) and in the middle of a stream (after tokens were relayed). Three failures in a row
+    would open this breaker; six of the caller's own do not."""
+    attacker = stack.client(stack.attacker)
+    gap = {"x-bastion-timeout-chunk-gap": "1"}
+    outcomes: list[str] = []
+
+    async def before_first_token(i: int) -> None:
+        try:
+            await attacker.chat.completions.create(model="gaps", messages=_msgs(f"b{i}"), stream=True, extra_headers=gap)
+        except openai.APIStatusError as e:
+            outcomes.append(f"{e.status_code} {e.message}")
+
+    async def mid_stream(i: int) -> None:
+        chunks = 0
+        try:
+            stream = await attacker.chat.completions.create(
+                model="gaps", stream=True, extra_headers=gap,
+                messages=_msgs(f"[[sim:latency_ms=0]] [[sim:tps=0.5]] [[sim:tokens=4]] m{i}"))
+            async for _ in stream:
+                chunks += 1
+        except openai.APIError as e:
+            outcomes.append(f"cut after {chunks} chunks: {e.message}")
+
+    async def attack() -> None:
+        try:
+            await asyncio.gather(*(before_first_token(i) for i in range(3)), *(mid_stream(i) for i in range(3)))
+            await asyncio.gather(*(before_first_token(i) for i in range(3, 6)), *(mid_stream(i) for i in range(3, 6)))
+        finally:
+            await attacker.close()
+
+    asyncio.run(attack())
+    early = [o for o in outcomes if o.startswith("504")]
+    late = [o for o in outcomes if o.startswith("cut after") and "in the middle of the stream" in o
+            and not o.startswith("cut after 0 ")]
+    assert len(early) == 6 and all("x-bastion-timeout-chunk-gap" in o for o in early), outcomes
+    assert len(late) == 6, outcomes
+    assert stack.metric("bastion_breaker_transitions_total", deployment="slow-d/sim-small", state="open") == 0
+    r = httpx.post(stack.gw.url + "/v1/chat/completions", timeout=30, headers={"authorization": f"Bearer {stack.victim}"},
+                   json={"model": "gaps", "messages": _msgs("hi")})
+    assert r.status_code == 200 and r.headers["x-bastion-attempts"] == "1"
 
 
 # ---- both deployments failing 30% ---------------------------------------------------------------------

@@ -138,15 +138,15 @@ class Deadlines:
 
     def for_attempt(self, t: TimeoutsConfig, provider: ProviderConfig) -> AttemptTimeouts:
         o = self.overrides
-        operator = {CONNECT: t.connect_s or provider.connect_timeout_s, CHUNK_GAP: t.chunk_gap_s or provider.read_timeout_s,
-                    FIRST_TOKEN: t.first_token_s}
+        op_connect: float = t.connect_s or provider.connect_timeout_s  # the operator's own limits
+        op_gap: float = t.chunk_gap_s or provider.read_timeout_s
         caller = {TOTAL} if self.caller_total else set()
-        for limit, configured in operator.items():
+        for limit, configured in ((CONNECT, op_connect), (CHUNK_GAP, op_gap), (FIRST_TOKEN, t.first_token_s)):
             own = o.get(f"{limit}_s")
             if own is not None and (configured is None or own < configured):
                 caller.add(limit)
-        connect = o.get("connect_s") or operator[CONNECT]
-        gap = o.get("chunk_gap_s") or operator[CHUNK_GAP]
+        connect = o.get("connect_s") or op_connect
+        gap = o.get("chunk_gap_s") or op_gap
         first = o.get("first_token_s") or t.first_token_s
         now = self.loop.time()
         first_at = None if first is None else now + first
