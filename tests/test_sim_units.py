@@ -92,6 +92,7 @@ HOSTILE_SCHEMAS = [
     {"type": "integer", "minimum": "x"}, {"type": "number", "maximum": [1]}, {"enum": {"a": 1}}, {"anyOf": {"a": 1}},
     {"allOf": 5}, {"allOf": [{"$ref": 5}, {"required": 7}]}, {"$ref": 7}, {"allOf": [{"$ref": "#"}]},
     {"type": "number", "minimum": -1.7e308, "maximum": 1.7e308}, {"type": "string", "maxLength": -3},
+    {"type": "integer", "minimum": 2.0**64}, {"type": "integer", "maximum": -1e300},  # beyond what JSON writers take
 ]
 
 

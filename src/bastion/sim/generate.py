@@ -361,6 +361,10 @@ def _list(schema: dict[str, Any], key: str) -> list[Any]:
     return v if isinstance(v, list) else []
 
 
+def _int_range(v: int) -> int:
+    return min(max(v, -(2**63)), 2**64 - 1)
+
+
 def gen_value(schema: Any, rng: random.Random, root: dict[str, Any] | None = None, depth: int = 0) -> Any:
     """A JSON value satisfying ``schema`` (the common subset: types, properties, required, enum,
     const, items, anyOf/oneOf/allOf, local $ref, string formats, numeric and length bounds)."""
@@ -419,7 +423,7 @@ def gen_value(schema: Any, rng: random.Random, root: dict[str, Any] | None = Non
         if hi is None:
             ex = _num(schema, "exclusiveMaximum")
             hi = math.ceil(ex) - 1 if ex is not None else lo + 100
-        lo, hi = math.ceil(lo), math.floor(hi)
+        lo, hi = _int_range(math.ceil(lo)), _int_range(math.floor(hi))  # JSON writers stop at 64 bits
         return rng.randint(lo, max(lo, hi))
     if t == "number":
         lo = _num(schema, "minimum")
