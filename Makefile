@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench setup clean
+.PHONY: demo test lint bench fuzz setup clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Bastion needs Python 3.11+"'
@@ -26,6 +26,11 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/overhead.py
+
+# The endpoint fuzz at 10x its CI size (BASTION_FUZZ_EXAMPLES bodies per endpoint; CI runs 5,000).
+fuzz: $(STAMP)
+	BASTION_FUZZ_EXAMPLES=$${BASTION_FUZZ_EXAMPLES:-50000} $(BIN)/python -m pytest -q -s -p no:cacheprovider --timeout=0 \
+		tests/security/test_fuzz_endpoints.py
 
 clean:
 	rm -rf $(VENV) .bastion .pytest_cache
