@@ -6,7 +6,7 @@ Defaults live under ``routing:`` at the top of ``bastion.yaml``; a model alias m
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -18,7 +18,7 @@ Strategy = Literal["weighted", "least_outstanding", "lowest_latency"]
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    def over(self, base: _Strict | None) -> _Strict:
+    def over(self, base: Self | None) -> Self:
         """This object's explicitly set fields laid over ``base`` (the routing-wide defaults)."""
         if base is None:
             return self
@@ -28,8 +28,13 @@ class _Strict(BaseModel):
 class TimeoutsConfig(_Strict):
     connect_s: float | None = Field(None, gt=0, description="TCP+TLS connect; default: the provider's connect_timeout_s")
     first_token_s: float | None = Field(
-        None, gt=0, description="attempt start to first token (streams) or to the response (non-streaming)"
+        None, gt=0, description="attempt start to first token (streams) or to the response (non-streaming); "
+        "unset: stream_first_token_s for streams, response_s for whole answers"
     )
+    stream_first_token_s: float = Field(
+        30.0, gt=0, description="a stream's first token must come within this when first_token_s is unset")
+    response_s: float = Field(
+        300.0, gt=0, description="a whole (non-streaming) answer must come within this when first_token_s is unset")
     chunk_gap_s: float | None = Field(None, gt=0, description="longest silence between stream chunks; default: the provider's read_timeout_s")
     total_s: float | None = Field(600.0, gt=0, description="the whole request, every attempt and backoff included")
     max_override_s: float = Field(

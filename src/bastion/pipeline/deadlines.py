@@ -136,18 +136,22 @@ class Deadlines:
     def remaining(self) -> float:
         return float("inf") if self.total_at is None else self.total_at - self.loop.time()
 
-    def for_attempt(self, t: TimeoutsConfig, provider: ProviderConfig) -> AttemptTimeouts:
+    def for_attempt(self, t: TimeoutsConfig, provider: ProviderConfig, *, stream: bool = True) -> AttemptTimeouts:
+        """The limits of one attempt. A first-token limit always applies (the configured one, else a default
+        per mode): a deployment that accepts connections and then hangs must fail its attempts, so that
+        they fall back and its breaker opens, instead of holding every request it gets until total_s."""
         o = self.overrides
         op_connect: float = t.connect_s or provider.connect_timeout_s  # the operator's own limits
         op_gap: float = t.chunk_gap_s or provider.read_timeout_s
+        op_first: float = t.first_token_s or (t.stream_first_token_s if stream else t.response_s)
         caller = {TOTAL} if self.caller_total else set()
-        for limit, configured in ((CONNECT, op_connect), (CHUNK_GAP, op_gap), (FIRST_TOKEN, t.first_token_s)):
+        for limit, configured in ((CONNECT, op_connect), (CHUNK_GAP, op_gap), (FIRST_TOKEN, op_first)):
             own = o.get(f"{limit}_s")
             if own is not None and (configured is None or own < configured):
                 caller.add(limit)
         connect = o.get("connect_s") or op_connect
         gap = o.get("chunk_gap_s") or op_gap
-        first = o.get("first_token_s") or t.first_token_s
+        first = o.get("first_token_s") or op_first
         now = self.loop.time()
         first_at = None if first is None else now + first
         if self.total_at is not None and (first_at is None or self.total_at < first_at):
