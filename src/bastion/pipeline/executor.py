@@ -219,7 +219,7 @@ class Executor:
             return None
         if h.max_tokens is not None:
             mt = body.get("max_tokens") or body.get("max_completion_tokens")
-            n = body.get("n") if isinstance(body.get("n"), int) else 1
+            n = v if isinstance(v := body.get("n"), int) else 1
             if isinstance(mt, int) and mt * max(1, n) > h.max_tokens:
                 return None
         if h.delay_ms is not None:
@@ -301,7 +301,7 @@ class Executor:
         url, payload = make(cand)
         attempt = Attempt(dep.id, ctx.now(), kind=kind, alias=cand.route.alias, backoff_ms=pick.backoff_ms)
         ctx.attempts.append(attempt)
-        t = dl.for_attempt(cand.route.policy.timeouts, dep.provider.config)
+        t = dl.for_attempt(cand.route.policy.timeouts, dep.provider.config, stream=stream)
         stats = self.router.stats
         stats.begin(dep.id)
         resp: aiohttp.ClientResponse | None = None
@@ -444,7 +444,7 @@ def _filtered_answer(ready: Ready, targets: tuple[str, ...]) -> AttemptFailed | 
     if not targets:
         return None
     data = ready.data
-    choices = data.get("choices") if isinstance(data.get("choices"), list) else []
+    choices = found if isinstance(found := data.get("choices"), list) else []
     reasons = {c.get("finish_reason") for c in choices if isinstance(c, dict)} | {data.get("stop_reason")}
     if not reasons & {"content_filter", "refusal"}:
         return None
