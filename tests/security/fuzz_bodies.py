@@ -354,8 +354,8 @@ def _messages(body: Any) -> list[Path]:
     return [("messages", i) for i, m in enumerate(msgs) if isinstance(m, dict)] if isinstance(msgs, list) else []
 
 
-_OPS = st.sampled_from(["replace", "replace", "delete", "unknown", "nest", "field", "field", "field", "message",
-                        "message", "part", "string"])
+_OPS = st.sampled_from(["replace", "replace", "delete", "unknown", "unknown", "nest", "field", "field", "field",
+                        "message", "message", "part", "part", "string", "string", "string"])
 _DEPTHS = st.sampled_from([1, 5, 30, 59, 60, 61, 62, 63, 64, 65, 70, 100, 300])
 _KEYS = odd_text | st.sampled_from(["extra", "x-bastion", "__proto__", "untrusted", "cache_control"])
 _MESSAGE_FIELD = st.sampled_from(MESSAGE_FIELDS)
@@ -444,7 +444,9 @@ OPTION_HEADERS = st.sampled_from([
     ("x-bastion-timeout-total", "inf"), ("x-bastion-timeout-total", "1e400"), ("x-bastion-timeout-connect", ""),
     ("x-bastion-timeout-first-token", "99999999999999999999"), ("x-bastion-timeout-chunk-gap", "10s"),
     ("x-bastion-hedge", "maybe"), ("x-bastion-cache", "bogus"), ("x-bastion-cache-ttl", "-1"),
-    ("cache-control", "no-store, max-age=abc"), ("x-bastion-prompt", "nope@prod"),
+    ("cache-control", "no-store, max-age=abc"), ("x-bastion-cache", "only-if-cached"), ("cache-control", "no-cache"),
+    ("cache-control", "max-age=99999999999999999999"), ("x-bastion-cache-ttl", "1e400"), ("x-bastion-cache", "no-store"),
+    ("cache-control", "only-if-cached, no-cache"), ("x-bastion-cache-ttl", "nan"), ("x-bastion-prompt", "nope@prod"),
     ("x-bastion-prompt-variables", "{not json"), ("x-bastion-session", "s" * 300), ("x-bastion-user", ""),
 ])
 

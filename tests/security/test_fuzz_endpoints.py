@@ -5,7 +5,7 @@ error body in the client's dialect, or a whole SSE stream), nesting past server.
 request_too_complex; at the end the request log holds exactly one row per request and the writer is alive.
 
 ``BASTION_FUZZ_EXAMPLES`` sets the bodies per endpoint (default 5,000, the CI size; ``make fuzz`` runs more).
-The runs are derandomized: the same bodies every time.
+The runs are derandomized, the same bodies every time, unless ``BASTION_FUZZ_SEED=N`` picks other ones.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 
 from tests.procs import Proc, create_key, start_gateway, start_sim
@@ -39,9 +39,10 @@ from tests.security.fuzz_bodies import (
 )
 
 EXAMPLES = int(os.environ.get("BASTION_FUZZ_EXAMPLES", "5000"))
+SEED = os.environ.get("BASTION_FUZZ_SEED")  # other bodies than CI's: any integer (CI's run is derandomized)
 MAX_BODY = 200_000
 MAX_DEPTH = 64
-FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None, print_blob=False,
+FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=SEED is None, database=None, print_blob=False,
                 phases=[Phase.explicit, Phase.generate, Phase.shrink], suppress_health_check=list(HealthCheck))
 
 GUARDS_STRICT = """
@@ -62,7 +63,9 @@ GUARDS_FLAG = """
 
 def _gateway_yaml(sim_url: str, store: Path, prompts: Path) -> str:
     # guards at their defaults on sim-small and sim-claude; every guard on (blocking, or flagging) on the
-    # guarded aliases. The simulator is healthy and there is one attempt: any 5xx is the gateway's bug.
+    # guarded aliases; the exact response cache on sim-small, sim-claude and sim-embed (seeded and temperature-0
+    # seeds repeat: hits are replayed, streamed too). The simulator is healthy and there is one attempt: any
+    # 5xx is the gateway's bug, but for the 504 cache_miss a request asks for with only-if-cached.
     return f"""
 server: {{port: 0, max_body_bytes: {MAX_BODY}, max_json_depth: {MAX_DEPTH}}}
 prompts: {{dir: "{prompts}"}}
@@ -73,8 +76,10 @@ providers:
 models:
   sim-small:
     deployments: [{{provider: sim, model: sim-small}}]
+    cache: {{enabled: true}}
   sim-claude:
     deployments: [{{provider: sim-anthropic, model: sim-claude}}]
+    cache: {{enabled: true}}
   guarded:
     deployments: [{{provider: sim, model: sim-small}}]
     guards:{GUARDS_STRICT}
@@ -84,6 +89,7 @@ models:
   sim-embed:
     kind: embedding
     deployments: [{{provider: sim, model: sim-embed}}]
+    cache: {{enabled: true}}
 tenants:
   default: {{}}
 routing:
@@ -217,6 +223,9 @@ def _exchange(fz: FuzzStack, path: str, dialect: str, sent: Sent) -> None:
     assert rid, f"{r.status_code} without x-bastion-request-id for {_describe(sent)}"
     assert rid not in fz.sent, f"request id {rid} answered twice"
     fz.sent[rid] = sent
+    if r.status_code == 504 and any("only-if-cached" in v for _, v in sent.headers):
+        assert orjson.loads(r.content)["error"]["code"] == "cache_miss", r.text
+        return
     assert r.status_code < 500, f"{r.status_code} {r.text[:2000]} for {_describe(sent)}"
     status, code = _expected(sent)
     if status is not None:
@@ -280,7 +289,7 @@ def _run(fz: FuzzStack, path: str, dialect: str, strategy: st.SearchStrategy[Sen
     def one(sent: Sent) -> None:
         _exchange(fz, path, dialect, sent)
 
-    one()
+    (one if SEED is None else seed(int(SEED))(one))()
     assert len(fz.sent) - before >= EXAMPLES
     _settle(fz, path)
 
