@@ -1,10 +1,10 @@
-# Bastion — `make demo` runs the gateway on embedded defaults; `make test` runs the whole suite.
+# Bastion — `make demo` runs the gateway on embedded defaults; `make test` runs ruff, mypy, then the whole suite.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench fuzz setup clean
+.PHONY: demo test lint typecheck bench fuzz setup clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Bastion needs Python 3.11+"'
@@ -18,11 +18,16 @@ setup: $(STAMP)
 demo: $(STAMP)
 	BASTION_PROMPTS_DIR=$${BASTION_PROMPTS_DIR:-examples/prompts} $(BIN)/bastion demo
 
-test: $(STAMP)
+# lint and type errors fail the target before the suite starts
+test: lint typecheck
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
+
+# mypy with the pydantic plugin over src/bastion ([tool.mypy] in pyproject.toml)
+typecheck: $(STAMP)
+	$(BIN)/python -m mypy
 
 bench: $(STAMP)
 	$(BIN)/python bench/overhead.py
@@ -33,4 +38,4 @@ fuzz: $(STAMP)
 		tests/security/test_fuzz_endpoints.py
 
 clean:
-	rm -rf $(VENV) .bastion .pytest_cache
+	rm -rf $(VENV) .bastion .pytest_cache .mypy_cache

@@ -106,6 +106,17 @@ def test_assertion_errors(tmp_path: Path) -> None:
     assert "suite.yaml:8: cases.0.assert.2: length: max: -1 is less than the minimum of 0" in problems[2]
 
 
+def test_assertion_type_of_the_wrong_kind_is_a_problem_not_a_crash(tmp_path: Path) -> None:
+    # a list (unhashable) as the type used to raise TypeError out of load_suite
+    text = ("variants: [{name: a, model: m}]\ncases:\n  - id: x\n    input: hi\n    assert:\n"
+            "      - {type: [contains], value: a}\n      - {type: {regex: x}}\n")
+    problems = errors(tmp_path, text)
+    assert "suite.yaml:6: cases.0.assert.0: unknown assertion type ['contains'] (known: contains," \
+        in problems[0]
+    assert "suite.yaml:7: cases.0.assert.1: unknown assertion type {'regex': 'x'} (known: contains," \
+        in problems[1]
+
+
 def test_case_and_variant_consistency(tmp_path: Path) -> None:
     text = ("variants:\n  - {name: a, model: m}\n  - {name: a, prompt: p@1}\n  - {name: b}\n"
             "  - {name: c, model: m, params: {stream: true}}\n"

@@ -225,21 +225,21 @@ def cmd_guard(args: argparse.Namespace) -> int:
     if args.output:
         from bastion.guards.output import ALL_KINDS, redact, scan_output
 
-        def verdict(text: str) -> dict[str, Any]:
+        def output_verdict(text: str) -> dict[str, Any]:
             found = scan_output(text, allowed_hosts=args.allow_host or (), kinds=ALL_KINDS)
             return {"findings": [f.as_dict() for f in found], "redacted": redact(text, found)}
-        return _scan_each(args, verdict)
+        return _scan_each(args, output_verdict)
 
     clf = InjectionClassifier.shared()
 
-    def verdict(text: str) -> dict[str, Any]:
+    def input_verdict(text: str) -> dict[str, Any]:
         v = scan_input(text)
         p = clf.score(v.normalized or text)
         return {"rules_score": round(v.score, 4), "classifier_probability": round(p, 4),
                 "classifier_threshold": clf.threshold, "injection": v.score >= 0.8 or p >= clf.threshold,
                 "reasons": [r.as_dict() for r in v.reasons]}
 
-    return _scan_each(args, verdict)
+    return _scan_each(args, input_verdict)
 
 
 def _scan_each(args: argparse.Namespace, verdict: Any) -> int:
@@ -428,7 +428,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # Everything printed may hold strings a tenant or an upstream chose: the table escapes its cells, JSON
     # is escaped as JSON, and this net shows any control or bidi character left in other text (docs/request-log.md).
-    stdout, sys.stdout = sys.stdout, SafeStdout(sys.stdout)  # type: ignore[assignment]
+    stdout, sys.stdout = sys.stdout, SafeStdout(sys.stdout)
     try:
         return int(args.fn(args) or 0)
     except ConfigError as e:

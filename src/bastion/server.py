@@ -42,6 +42,8 @@ class _Protocol(HttpToolsProtocol):
             self._head_timer.cancel()
             self._head_timer = None
 
+    # the loop hands a stream protocol a Transport, but typeshed types the hook on BaseProtocol with
+    # BaseTransport; uvicorn's own override (called here) narrows it the same way, with the same ignore
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._arm()

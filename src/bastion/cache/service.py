@@ -78,9 +78,10 @@ class ResponseCache:
         ttl = (a.ttl_s if a is not None and a.ttl_s else None) or self.config.ttl_s
         raw_ttl = options.get("cache-ttl")
         m = _MAX_AGE.search(control)
-        if raw_ttl is not None or m:
+        given_ttl = raw_ttl if raw_ttl is not None else m.group(1) if m else None
+        if given_ttl is not None:
             try:
-                ttl = float(raw_ttl) if raw_ttl is not None else float(m.group(1))  # type: ignore[union-attr]
+                ttl = float(given_ttl)
             except ValueError:
                 raise InvalidRequest(f"x-bastion-cache-ttl must be a number of seconds, not {raw_ttl!r}") from None
             if not 0 < ttl <= self.config.max_ttl_s:
@@ -114,7 +115,7 @@ class ResponseCache:
                 entry.hits += 1
                 return Hit(entry, "hit")
         if d.semantic and k.last_user:
-            return await self._semantic_lookup(k, tenant, alias, d)
+            return await self._semantic_lookup(k, k.last_user, tenant, alias, d)
         return None
 
     async def stale(self, k: CacheKey, tenant: str, d: Decision) -> Hit | None:
@@ -146,7 +147,8 @@ class ResponseCache:
                 log.warning("semantic cache is enabled but unavailable: pip install 'bastion-gateway[semantic]'")
         return bool(self._semantic_ok)
 
-    async def _semantic_lookup(self, k: CacheKey, tenant: str, alias: str, d: Decision) -> Hit | None:
+    async def _semantic_lookup(self, k: CacheKey, text: str, tenant: str, alias: str,
+                               d: Decision) -> Hit | None:
         if not self._semantic_ready():
             return None
         from .embedder import Embedder
@@ -154,9 +156,8 @@ class ResponseCache:
 
         index = self._index()
         try:
-            vec = (await asyncio.to_thread(Embedder.shared().embed, [k.last_user]))[0]
-            found = index.search((tenant, alias, k.context), vec, d.threshold or DEFAULT_THRESHOLD,
-                                 text=k.last_user)
+            vec = (await asyncio.to_thread(Embedder.shared().embed, [text]))[0]
+            found = index.search((tenant, alias, k.context), vec, d.threshold or DEFAULT_THRESHOLD, text=text)
         except Exception:  # a failing embedder costs a miss, never the request
             log.exception("semantic lookup failed; treated as a miss")
             return None
@@ -179,17 +180,17 @@ class ResponseCache:
             for key in evicted:
                 self._semantic.remove(key)
         if d.semantic and k.last_user:
-            self.background.spawn(self._semantic_add(k, entry))
+            self.background.spawn(self._semantic_add(k, k.last_user, entry))
 
-    async def _semantic_add(self, k: CacheKey, entry: Entry) -> None:
+    async def _semantic_add(self, k: CacheKey, text: str, entry: Entry) -> None:
         if not self._semantic_ready():
             return
         from .embedder import Embedder
 
         try:
-            vec = (await asyncio.to_thread(Embedder.shared().embed, [k.last_user]))[0]
+            vec = (await asyncio.to_thread(Embedder.shared().embed, [text]))[0]
             if await self.store.get(entry.key) is not None:
-                self._index().add((entry.tenant, entry.alias, k.context), entry.key, vec, text=k.last_user)
+                self._index().add((entry.tenant, entry.alias, k.context), entry.key, vec, text=text)
         except Exception:
             log.exception("could not index a cache entry for semantic lookup")
 

@@ -204,14 +204,14 @@ class BastionConfig(_Strict):
             fb = m.fallback
             for field in ("models", "on_context_overflow", "on_content_filter"):
                 for j, target in enumerate(getattr(fb, field)):
-                    loc = ("models", alias, "fallback", field, j)
+                    at: Loc = ("models", alias, "fallback", field, j)
                     other = self.models.get(target)
                     if target == alias:
-                        problems.append((loc, "an alias cannot fall back to itself"))
+                        problems.append((at, "an alias cannot fall back to itself"))
                     elif other is None:
-                        problems.append((loc, f"unknown model alias {target!r} (known: {models})"))
+                        problems.append((at, f"unknown model alias {target!r} (known: {models})"))
                     elif other.kind != m.kind:
-                        problems.append((loc, f"{target!r} is a {other.kind} model, {alias!r} is {m.kind}"))
+                        problems.append((at, f"{target!r} is a {other.kind} model, {alias!r} is {m.kind}"))
         guards: list[tuple[Loc, GuardsConfig | None]] = [(("guards",), self.guards)]
         guards += [(("models", a, "guards"), m.guards) for a, m in self.models.items()]
         guards += [(("tenants", t, "guards"), c.guards) for t, c in self.tenants.items()]

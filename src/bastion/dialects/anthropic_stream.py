@@ -38,7 +38,7 @@ _ANTHROPIC_ERROR_STATUS: dict[str, tuple[int, bool]] = {
 
 def upstream_error_from_event(data: dict[str, Any]) -> UpstreamError:
     """An :class:`UpstreamError` for an Anthropic ``error`` event (or error body)."""
-    err = data.get("error") if isinstance(data.get("error"), dict) else {}
+    err = e if isinstance(e := data.get("error"), dict) else {}
     kind = err.get("type") or "api_error"
     message = err.get("message") or "the upstream reported an error mid-stream"
     status, retryable = _ANTHROPIC_ERROR_STATUS.get(kind, (502, True))
@@ -269,7 +269,7 @@ class ChatToMessagesStream:
         if self._message_id is None:
             chunk_id = chunk.get("id")
             self._message_id = message_id_for(chunk_id) if chunk_id else f"msg_{uuid.uuid4().hex[:24]}"
-        message = {
+        message: dict[str, Any] = {
             "id": self._message_id,
             "type": "message",
             "role": "assistant",
@@ -325,7 +325,7 @@ class ChatToMessagesStream:
                     code="untranslatable_stream",
                 )
             self._seen_tools.add(tool_index)
-            block = {
+            block: dict[str, Any] = {
                 "type": "tool_use",
                 "id": call.get("id") or f"toolu_{uuid.uuid4().hex[:24]}",
                 "name": function.get("name") or "",

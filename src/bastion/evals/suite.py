@@ -86,9 +86,10 @@ def _schema_errors(value: Any, schema: dict[str, Any]) -> list[tuple[tuple[Any, 
 
 def build_assertion(spec: dict[str, Any], base_dir: Path) -> Assertion:
     """Validate one assertion spec against its type's schema and build it (ValueError with a message)."""
-    cls = REGISTRY.get(spec.get("type"))  # type: ignore[arg-type]
+    kind = spec.get("type")
+    cls = REGISTRY.get(kind) if isinstance(kind, str) else None  # a list or mapping: unknown, not a crash
     if cls is None:
-        raise ValueError(f"unknown assertion type {spec.get('type')!r} (known: {', '.join(sorted(REGISTRY))})")
+        raise ValueError(f"unknown assertion type {kind!r} (known: {', '.join(sorted(REGISTRY))})")
     errs = _schema_errors(spec, cls.schema())
     if errs:
         path, msg = errs[0]

@@ -55,20 +55,20 @@ class AnswerCheck:
     holds: list[Hold] = field(default_factory=list)
 
 
-def _slots(resp: dict[str, Any], dialect: str) -> list[tuple[str, list[Any], Any]]:
+def _slots(resp: dict[str, Any], dialect: str) -> list[tuple[str, dict[str, Any], str]]:
     """(where, container, key) of every text in the answer: ``container[key]`` is the text."""
-    out: list[tuple[str, list[Any], Any]] = []
+    out: list[tuple[str, dict[str, Any], str]] = []
     if dialect == "openai":
         choices = resp.get("choices")
         for i, ch in enumerate(choices if isinstance(choices, list) else []):
             msg = ch.get("message") if isinstance(ch, dict) else None
             if isinstance(msg, dict) and isinstance(msg.get("content"), str):
-                out.append((f"choices.{i}", msg, "content"))  # type: ignore[arg-type]
+                out.append((f"choices.{i}", msg, "content"))
     else:
         blocks = resp.get("content")
         for j, block in enumerate(blocks if isinstance(blocks, list) else []):
             if isinstance(block, dict) and block.get("type") == "text" and isinstance(block.get("text"), str):
-                out.append((f"content.{j}", block, "text"))  # type: ignore[arg-type]
+                out.append((f"content.{j}", block, "text"))
     return out
 
 
@@ -97,7 +97,7 @@ def check_answer(resp: dict[str, Any], dialect: str, body: dict[str, Any], prot:
     work = resp
     kinds = enabled_kinds(policy.output)
     for where, box, key in _slots(resp, dialect):
-        text = box[key]  # type: ignore[call-overload]
+        text = box[key]
         leak = leak_verdict(text, prot, policy, where)
         new = text
         if leak is not None:
@@ -132,7 +132,7 @@ def check_answer(resp: dict[str, Any], dialect: str, body: dict[str, Any], prot:
         if want is not None:
             _, schema = want
             for where, box, key in _slots(out.response, dialect):
-                jv = validate_json(box[key], schema)  # type: ignore[call-overload]
+                jv = validate_json(box[key], schema)
                 if not jv.ok:
                     out.json_error = jv
                     out.verdicts.append({"guard": "json", "action": policy.json_output.action, "where": where,

@@ -151,7 +151,8 @@ class InjectionClassifier:
         # "d:<feature>" weights apply to windows of multi-window texts; kept keyed by the plain feature
         self._doc_weights = {k[2:]: v for k, v in weights.items() if k.startswith("d:")} if self.doc_features else {}
         self._merged: dict[str, float] | None = None
-        self._int: dict[bool, dict[str, int]] = {}  # doc -> weights in units of QUANTUM, when all are multiples
+        # doc -> weights in units of QUANTUM when all are multiples of it, else None
+        self._int: dict[bool, dict[str, int] | None] = {}
         self._tokw: dict[str, tuple[tuple[str, int], ...]] = {}
 
     @classmethod
@@ -207,7 +208,7 @@ class InjectionClassifier:
             iw = {k: round(v / QUANTUM) for k, v in src.items()}
             if any(abs(v - iw[k] * QUANTUM) > 1e-9 for k, v in src.items()):
                 iw = None
-            self._int[doc] = iw  # type: ignore[assignment]
+            self._int[doc] = iw
         return iw
 
     def _token_weights(self, tok: str) -> tuple[tuple[str, int], ...]:
@@ -269,10 +270,10 @@ class InjectionClassifier:
         weights: list[dict[str, int]] = []
         sums: list[int] = []
         for s in range(0, len(toks), half):
-            b = toks[s:s + half]
-            distinct = set(b)
+            part = toks[s:s + half]
+            distinct = set(part)
             feats = set(chain.from_iterable(map(_token_features, distinct)))
-            bigrams = ["b:" + x + " " + y for x, y in zip(b, b[1:], strict=False)]
+            bigrams = ["b:" + x + " " + y for x, y in zip(part, part[1:], strict=False)]
             feats.update(bigrams)
             wd = dict(chain.from_iterable(map(tokw, distinct)))  # the block's features in the model
             for f in bigrams:

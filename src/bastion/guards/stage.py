@@ -73,7 +73,8 @@ class InputGuard:
         """The verdict (for the log) or None when the guard is off; raises when the policy blocks."""
         if p.action == "off":
             return None
-        best, reasons = 0.0, []
+        best = 0.0
+        reasons: list[dict[str, Any]] = []
         clf = self._clf() if p.classifier else None
         for where, text in scanned_texts(body, p.scan):
             v = scan_input(text)

@@ -214,7 +214,7 @@ class StreamGuard:
                 if not isinstance(tc, dict):
                     continue
                 st = self.calls.setdefault((i, _index(tc.get("index", 0))), {"id": None, "name": None, "args": []})
-                fn = tc.get("function") if isinstance(tc.get("function"), dict) else {}
+                fn = f if isinstance(f := tc.get("function"), dict) else {}
                 if isinstance(tc.get("id"), str):
                     st["id"] = tc["id"]
                 if isinstance(fn.get("name"), str) and fn["name"]:
@@ -252,12 +252,12 @@ class StreamGuard:
                 self._check_name(block["name"])
             return [(event_type, data)]
         if event_type == "content_block_delta":
-            delta = data.get("delta") if isinstance(data.get("delta"), dict) else {}
+            delta = d if isinstance(d := data.get("delta"), dict) else {}
             if delta.get("type") == "text_delta" and isinstance(delta.get("text"), str):
-                out = self._text(idx, f"content.{idx}").feed(delta["text"])
-                if not out:
+                passed = self._text(idx, f"content.{idx}").feed(delta["text"])
+                if not passed:
                     return []
-                return [(event_type, {**data, "delta": {**delta, "text": out}})]
+                return [(event_type, {**data, "delta": {**delta, "text": passed}})]
             if delta.get("type") == "input_json_delta" and idx in self.calls:
                 part = delta.get("partial_json")
                 self.calls[idx]["args"].append(part if isinstance(part, str) else "")

@@ -61,7 +61,7 @@ class JsonVerdict:
     @property
     def schema_invalid(self) -> bool:
         """The schema itself is broken: not the model's fault, a repair retry cannot help."""
-        return bool(self.error) and self.error.startswith("schema is invalid")  # type: ignore[union-attr]
+        return self.error is not None and self.error.startswith("schema is invalid")
 
 
 _OK = JsonVerdict(True, None, None)
@@ -144,7 +144,7 @@ def _describe(e: ValidationError) -> str:
 
 
 def _errors(v: Validator, instance: Any) -> Iterator[ValidationError]:
-    return v.iter_errors(instance)  # type: ignore[no-any-return]
+    return v.iter_errors(instance)
 
 
 def validate_instance(instance: Any, schema: dict[str, Any]) -> JsonVerdict:

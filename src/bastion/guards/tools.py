@@ -132,7 +132,7 @@ def calls_in_response(response: dict[str, Any], dialect: str) -> list[ToolCall]:
             for tc in calls if isinstance(calls, list) else []:
                 if not isinstance(tc, dict) or tc.get("type", "function") != "function":
                     continue
-                fn = tc.get("function") if isinstance(tc.get("function"), dict) else {}
+                fn = f if isinstance(f := tc.get("function"), dict) else {}
                 cid = tc.get("id") if isinstance(tc.get("id"), str) else None
                 out.append(ToolCall(cid, _name(fn.get("name")), _openai_args(fn.get("arguments")), idx))
             fc = msg.get("function_call")

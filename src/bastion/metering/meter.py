@@ -101,7 +101,7 @@ class Meter:
         else:
             est_in = count_chat(body.get("messages") or [], model, tools=body.get("tools"))
         out = body.get("max_completion_tokens") or body.get("max_tokens")
-        n = body.get("n") if isinstance(body.get("n"), int) and body.get("n", 1) > 0 else 1
+        n = v if isinstance(v := body.get("n"), int) and v > 0 else 1
         return est_in, (int(out) if isinstance(out, int) else max(self._max_output(d) for d in deps)) * n
 
     def _worst(self, route: Route, est_in: int, max_out: int) -> Decimal:

@@ -379,8 +379,10 @@ def worst_case(input_tokens: int, max_output_tokens: int, price: Price) -> Decim
 
 
 def _rounds_below_a_nano(per_million: Decimal) -> bool:
-    # tokens * price / 1e6 has more than 9 decimals only if the price has more than 3
-    return per_million != 0 and per_million.normalize().as_tuple().exponent < -3
+    # tokens * price / 1e6 has more than 9 decimals only if the price has more than 3 (a Price is finite, so
+    # the exponent is an int, never the 'n'/'N'/'F' of a NaN or an infinity)
+    exponent = per_million.normalize().as_tuple().exponent
+    return per_million != 0 and isinstance(exponent, int) and exponent < -3
 
 
 # ---------------------------------------------------------------------------------- price table

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from bastion.config.metering import LimitConfig
@@ -34,7 +35,8 @@ def _reset_text(seconds: float) -> str:
 
 
 class Quotas:
-    def __init__(self, rules: tuple[LimitConfig, ...], state: State, clock=time.time) -> None:  # noqa: ANN001
+    def __init__(self, rules: tuple[LimitConfig, ...], state: State,
+                 clock: Callable[[], float] = time.time) -> None:
         self.rules = rules
         self.state = state
         self.clock = clock

@@ -35,7 +35,7 @@ def _openai_has_token(chunk: dict[str, Any]) -> bool:
 
 
 def _stream_error(data: dict[str, Any], dep: str) -> UpstreamError:
-    err = data.get("error") if isinstance(data.get("error"), dict) else {}
+    err = e if isinstance(e := data.get("error"), dict) else {}
     msg = excerpt(str(err.get("message") or "unknown error"))  # upstreams quote the key they were sent
     return UpstreamError(
         f"deployment {dep!r} sent an error event before the first token: {msg}",

@@ -121,7 +121,7 @@ class PromptStage:
             if not r.model:
                 raise InvalidRequest(f"prompt {r.ref} names no model: give `model` in the request", param="model")
             out["model"] = r.model
-        own = body.get("messages") if isinstance(body.get("messages"), list) else []
+        own = given if isinstance(given := body.get("messages"), list) else []
         rendered = [dict(m) for m in r.messages]
         if dialect == "anthropic":
             system = "\n\n".join(m["content"] for m in rendered if m.get("role") in ("system", "developer"))

@@ -21,7 +21,11 @@ from .context import RequestContext
 from .executor import Exhausted, Ready
 
 if TYPE_CHECKING:
-    from .gateway import Gateway
+    from bastion.metering.meter import Meter
+    from bastion.routing import Router
+
+    from .executor import Executor, MakeRequest
+    from .guarding import GuardStage
 
 
 def _single_choice(body: dict[str, Any]) -> bool:
@@ -49,7 +53,20 @@ def _guard_of(code: str) -> str:
 class ReaskMixin:
     """Part of :class:`Gateway` (kept apart: one concept per module)."""
 
-    async def _guard_answer(self: Gateway, ctx: RequestContext, route: Route, policy: GuardsConfig, prot: Protection,
+    # what these methods use of the Gateway they are part of (set and defined there; declared here so
+    # that the type checker holds Gateway to these types)
+    router: Router
+    executor: Executor
+    meter: Meter
+    guarding: GuardStage
+
+    if TYPE_CHECKING:
+        def _serve(self, ctx: RequestContext, ready: Ready) -> None: ...
+        def _maker(self, ctx: RequestContext, up_body: dict[str, Any], stream: bool) -> MakeRequest: ...
+        def _answer(self, ctx: RequestContext, up: str, ready: Ready) -> tuple[dict[str, Any], bytes]: ...
+        def _settle_tokens(self, ready: Ready, ctx: RequestContext) -> None: ...
+
+    async def _guard_answer(self, ctx: RequestContext, route: Route, policy: GuardsConfig, prot: Protection,
                             body: dict[str, Any], up_body: dict[str, Any], out: dict[str, Any],
                             ) -> tuple[dict[str, Any], bool]:
         """The output guards on a whole answer, with the one JSON repair retry and the refusal fallback."""
@@ -92,7 +109,7 @@ class ReaskMixin:
             ctx.cache_key = None
         return check.response, check.changed or out is not first
 
-    async def _again(self: Gateway, ctx: RequestContext, route: Route, up_body: dict[str, Any], kind: str,
+    async def _again(self, ctx: RequestContext, route: Route, up_body: dict[str, Any], kind: str,
                      ) -> dict[str, Any] | None:
         """One more non-streamed call for the guards (a repair, a refusal fallback): its attempts and its
         usage count for the request. None when it failed (the first answer stands)."""
@@ -108,7 +125,7 @@ class ReaskMixin:
         ctx.usage = _sum_usage(ctx.usage, prior[2])
         return out
 
-    async def _run_extra(self: Gateway, ctx: RequestContext, route: Route, body: dict[str, Any], stream: bool,
+    async def _run_extra(self, ctx: RequestContext, route: Route, body: dict[str, Any], stream: bool,
                          kind: str) -> Ready | None:
         """Run one more call for the guards on its own attempt budget; its attempts join the request's log
         as ``kind``. Its worst case is reserved first in the request's budgets: when they cannot take it, the
@@ -134,7 +151,7 @@ class ReaskMixin:
                 a.kind = kind
             ctx.attempts.extend(sub.attempts)
 
-    async def _stream_refusal_fallback(self: Gateway, ctx: RequestContext, policy: GuardsConfig, ready: Ready,
+    async def _stream_refusal_fallback(self, ctx: RequestContext, policy: GuardsConfig, ready: Ready,
                                        body: dict[str, Any], up_body: dict[str, Any]) -> Ready:
         """A streamed answer on a route with a refusal fallback: read its opening (up to PEEK_CHARS, before
         anything reaches the client) and, when it is a refusal, stream the first fallback alias whose
@@ -157,7 +174,7 @@ class ReaskMixin:
             self._serve(ctx, current)
         return current
 
-    def _abandon(self: Gateway, ctx: RequestContext, ready: Ready, body: dict[str, Any], text: str) -> None:
+    def _abandon(self, ctx: RequestContext, ready: Ready, body: dict[str, Any], text: str) -> None:
         """Close a stream the client will never see, and price what it produced so far."""
         assert ready.resp is not None
         ready.resp.close()
@@ -191,13 +208,13 @@ def _event_text(ev: SSEEvent) -> tuple[str, bool]:
         out, done = [], False
         for ch in data["choices"]:
             if isinstance(ch, dict):
-                delta = ch.get("delta") if isinstance(ch.get("delta"), dict) else {}
+                delta = d if isinstance(d := ch.get("delta"), dict) else {}
                 if isinstance(delta.get("content"), str):
                     out.append(delta["content"])
                 done = done or ch.get("finish_reason") is not None
         return "".join(out), done
     kind = ev.event or str(data.get("type") or "")
-    delta = data.get("delta") if isinstance(data.get("delta"), dict) else {}
+    delta = d if isinstance(d := data.get("delta"), dict) else {}
     if kind == "content_block_delta" and isinstance(delta.get("text"), str):
         return delta["text"], False
     return "", kind in ("message_stop", "content_block_stop")

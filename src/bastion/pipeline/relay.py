@@ -59,7 +59,7 @@ def error_event(dialect: str, err: BastionError, request_id: str) -> bytes:
 
 def _upstream_stream_error(data: dict[str, Any], deployment: str) -> UpstreamError:
     """The upstream's own words, without the credentials upstreams like to quote (bastion.scrub)."""
-    err = data.get("error") if isinstance(data.get("error"), dict) else {}
+    err = e if isinstance(e := data.get("error"), dict) else {}
     msg = excerpt(str(err.get("message") or "unknown error"))
     return UpstreamError(
         f"deployment {deployment!r} sent an error in the middle of the stream: {msg}",
@@ -191,12 +191,12 @@ class StreamRelay:
         if event_type == "error":
             raise _upstream_stream_error(data, deployment)
         if self.to_chat is not None:
-            out = [self._send_chunk(c, None) for c in self.to_chat.feed(event_type, data)]
+            parts = [self._send_chunk(c, None) for c in self.to_chat.feed(event_type, data)]
             if event_type == "message_stop":
                 self.completed = True
-                out.extend(self._send_chunk(c, None) for c in self.to_chat.finish())
-                out.append(DONE)
-            return b"".join(out)
+                parts.extend(self._send_chunk(c, None) for c in self.to_chat.finish())
+                parts.append(DONE)
+            return b"".join(parts)
         if event_type == "message_stop":
             self.completed = True
         return self._send_event(event_type, data, ev.raw)

@@ -55,10 +55,10 @@ class Policy:
     def resolve(cls, m: ModelConfig, d: RoutingDefaults) -> Policy:
         return cls(
             strategy=m.strategy or d.strategy,
-            timeouts=m.timeouts.over(d.timeouts) if m.timeouts else d.timeouts,  # type: ignore[arg-type]
-            retry=m.retry.over(d.retry) if m.retry else d.retry,  # type: ignore[arg-type]
-            breaker=m.breaker.over(d.breaker) if m.breaker else d.breaker,  # type: ignore[arg-type]
-            hedge=m.hedge.over(d.hedge) if m.hedge else d.hedge,  # type: ignore[arg-type]
+            timeouts=m.timeouts.over(d.timeouts) if m.timeouts else d.timeouts,
+            retry=m.retry.over(d.retry) if m.retry else d.retry,
+            breaker=m.breaker.over(d.breaker) if m.breaker else d.breaker,
+            hedge=m.hedge.over(d.hedge) if m.hedge else d.hedge,
             fallback=m.fallback,
         )
 

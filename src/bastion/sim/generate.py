@@ -410,9 +410,9 @@ def gen_value(schema: Any, rng: random.Random, root: dict[str, Any] | None = Non
         return out
     if t == "array":
         least, most = _num(schema, "minItems"), _num(schema, "maxItems")
-        lo = 1 if least is None else min(max(int(least), 0), MAX_ITEMS)
-        hi = lo + 2 if most is None else min(int(most), lo + MAX_ITEMS)
-        count = rng.randint(lo, max(lo, hi)) if depth < 6 else lo
+        n_min = 1 if least is None else min(max(int(least), 0), MAX_ITEMS)
+        n_max = n_min + 2 if most is None else min(int(most), n_min + MAX_ITEMS)
+        count = rng.randint(n_min, max(n_min, n_max)) if depth < 6 else n_min
         return [gen_value(schema.get("items", {}), rng, root, depth + 1) for _ in range(count)]
     if t == "integer":
         lo = _num(schema, "minimum")

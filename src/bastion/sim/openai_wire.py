@@ -79,11 +79,15 @@ def content_text(content: Any) -> str:
     return ""
 
 
-def _validate_chat(body: dict[str, Any], model: Any) -> list[dict[str, Any]]:
+def _chat_model(model: Any) -> str:
     if not model:
         raise BadRequest("you must provide a model parameter", None, None)
     if not isinstance(model, str):
         raise _type_error("model", "a string", model)
+    return model
+
+
+def _validate_chat(body: dict[str, Any]) -> list[dict[str, Any]]:
     messages = body.get("messages")
     if messages is None:
         raise BadRequest("Missing required parameter: 'messages'.", "messages", "missing_required_parameter")
@@ -169,8 +173,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     try:
         body = await read_json(request)
-        model = request.match_info.get("deployment") or body.get("model")
-        messages = _validate_chat(body, model)
+        model = _chat_model(request.match_info.get("deployment") or body.get("model"))
+        messages = _validate_chat(body)
     except BadRequest as e:
         return _bad(e)
 
@@ -194,7 +198,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         return early
 
     tool, named = _pick_tool(body, messages)
-    rf = body.get("response_format") if isinstance(body.get("response_format"), dict) else {}
+    rf = f if isinstance(f := body.get("response_format"), dict) else {}
     schema = None
     if rf.get("type") == "json_schema":
         schema = (rf.get("json_schema") or {}).get("schema") or {"type": "object"}

@@ -234,7 +234,8 @@ class SQLiteStore(ApprovalsMixin):
         )
 
     def list_alerts(self, *, since: float | None = None, kind: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        where, args = ["1=1"], []
+        where: list[str] = ["1=1"]
+        args: list[Any] = []
         if since is not None:
             where.append("created_at >= ?")
             args.append(since)
