@@ -158,7 +158,10 @@ class Alerts:
                  "subject": subject, "message": message, "data": data}
         self.fired += 1
         log.warning("alert %s [%s] %s", alert["id"], kind, message)
-        await asyncio.to_thread(self.store.insert_alert, alert)
+        try:
+            await asyncio.to_thread(self.store.insert_alert, alert)
+        except Exception:  # a full or failing disk must not stop the alert from going out
+            log.exception("alert %s could not be recorded in the store; delivering it anyway", alert["id"])
         if self.config.webhooks:
             self.background.spawn(self._deliver_all(alert))
         return alert
