@@ -42,8 +42,9 @@ EXAMPLES = int(os.environ.get("BASTION_FUZZ_EXAMPLES", "5000"))
 SEED = os.environ.get("BASTION_FUZZ_SEED")  # other bodies than CI's: any integer (CI's run is derandomized)
 MAX_BODY = 200_000
 MAX_DEPTH = 64
-FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=SEED is None, database=None, print_blob=False,
-                phases=[Phase.explicit, Phase.generate, Phase.shrink], suppress_health_check=list(HealthCheck))
+FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=SEED is None, database=None,
+                print_blob=False, phases=[Phase.explicit, Phase.generate, Phase.shrink],
+                suppress_health_check=list(HealthCheck))
 
 GUARDS_STRICT = """
       input: {action: block, scan: all}
@@ -63,9 +64,9 @@ GUARDS_FLAG = """
 
 def _gateway_yaml(sim_url: str, store: Path, prompts: Path) -> str:
     # guards at their defaults on sim-small and sim-claude; every guard on (blocking, or flagging) on the
-    # guarded aliases; the exact response cache on sim-small, sim-claude and sim-embed (seeded and temperature-0
-    # seeds repeat: hits are replayed, streamed too). The simulator is healthy and there is one attempt: any
-    # 5xx is the gateway's bug, but for the 504 cache_miss a request asks for with only-if-cached.
+    # guarded aliases; the exact response cache on sim-small, sim-claude and sim-embed (seeded and
+    # temperature-0 seeds repeat: hits are replayed, streamed too). The simulator is healthy and there is one
+    # attempt: any 5xx is the gateway's bug, but for the 504 cache_miss asked for with only-if-cached.
     return f"""
 server: {{port: 0, max_body_bytes: {MAX_BODY}, max_json_depth: {MAX_DEPTH}}}
 prompts: {{dir: "{prompts}"}}
@@ -229,7 +230,8 @@ def _exchange(fz: FuzzStack, path: str, dialect: str, sent: Sent) -> None:
     assert r.status_code < 500, f"{r.status_code} {r.text[:2000]} for {_describe(sent)}"
     status, code = _expected(sent)
     if status is not None:
-        assert r.status_code == status, f"want {status}, got {r.status_code} {r.text[:2000]} for {_describe(sent)}"
+        assert r.status_code == status, \
+            f"want {status}, got {r.status_code} {r.text[:2000]} for {_describe(sent)}"
     try:
         if r.headers.get("content-type", "").startswith("text/event-stream"):
             assert r.status_code == 200
@@ -243,7 +245,8 @@ def _exchange(fz: FuzzStack, path: str, dialect: str, sent: Sent) -> None:
                 if status is None:
                     assert "request_too_complex" not in r.text, f"within {MAX_DEPTH} levels: {err}"
     except (AssertionError, orjson.JSONDecodeError) as e:
-        raise AssertionError(f"{e} in the answer {r.status_code} {r.content[:2000]!r} to {_describe(sent)}") from None
+        answer = f"{r.status_code} {r.content[:2000]!r}"
+        raise AssertionError(f"{e} in the answer {answer} to {_describe(sent)}") from None
     traces = _tracebacks(fz)
     assert not traces, f"the gateway printed {traces} for {_culprits(fz, traces) or [_describe(sent)]}"
 
@@ -269,14 +272,16 @@ def _settle(fz: FuzzStack, path: str) -> None:
     time.sleep(0.3)  # a writer that would add rows twice has had its chance
     logged = _logged_ids(fz.store)
     missing, extra = sent - logged, logged - sent
-    assert not missing, f"{len(missing)} requests never logged, e.g. {[_describe(fz.sent[i]) for i in list(missing)[:3]]}"
+    examples = [_describe(fz.sent[i]) for i in sorted(missing)[:3]]
+    assert not missing, f"{len(missing)} requests never logged, e.g. {examples}"
     assert not extra, f"{len(extra)} log rows for requests never answered: {sorted(extra)[:5]}"
     ready = fz.client.get("/readyz")
     assert ready.status_code == 200 and ready.json()["log_writer"] is True, ready.text
     time.sleep(0.2)
     out = "".join(fz.gateway.output)
     if "Traceback" in out:
-        raise AssertionError(f"the gateway printed a traceback:\n{out[-6000:]}\nfor {_culprits(fz, [out])[:3]}")
+        culprits = _culprits(fz, [out])[:3]
+        raise AssertionError(f"the gateway printed a traceback:\n{out[-6000:]}\nfor {culprits}")
     print(f"\n{path}: {sum(v for k, v in fz.statuses.items() if k.startswith(path + ' '))} bodies:",
           {k: v for k, v in sorted(fz.statuses.items()) if k.startswith(path + " ")})
 
