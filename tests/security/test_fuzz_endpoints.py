@@ -106,7 +106,7 @@ class FuzzStack:
     store: Path
     key: str
     client: httpx.Client
-    sent: dict[str, Sent] = field(default_factory=dict)  # request id -> what was sent
+    sent: dict[str, Sent] = field(default_factory=dict)  # request id -> what was sent (bytes cut to 3,000)
     scanned: int = 0  # gateway output lines already searched for tracebacks
     statuses: Counter[str] = field(default_factory=Counter)
 
@@ -137,9 +137,14 @@ def fuzz(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FuzzStack]:
 # ---- what every answer must be -----------------------------------------------------------------------
 
 
+def _kept(sent: Sent) -> Sent:
+    """What is kept of a request once sent (``make fuzz`` sends 150,000): enough to show and find it again."""
+    raw = sent.raw if len(sent.raw) <= 3100 else sent.raw[:3000] + b"...(%d bytes)" % len(sent.raw)
+    return Sent(raw, None, sent.pristine, sent.headers)
+
+
 def _describe(sent: Sent) -> str:
-    raw = sent.raw if len(sent.raw) <= 3000 else sent.raw[:3000] + b"...(%d bytes)" % len(sent.raw)
-    return f"request body {raw!r} headers {list(sent.headers)}"
+    return f"request body {_kept(sent).raw!r} headers {list(sent.headers)}"
 
 
 def _depth(value: Any) -> int:
@@ -223,7 +228,7 @@ def _exchange(fz: FuzzStack, path: str, dialect: str, sent: Sent) -> None:
     rid = r.headers.get("x-bastion-request-id")
     assert rid, f"{r.status_code} without x-bastion-request-id for {_describe(sent)}"
     assert rid not in fz.sent, f"request id {rid} answered twice"
-    fz.sent[rid] = sent
+    fz.sent[rid] = _kept(sent)
     if r.status_code == 504 and any("only-if-cached" in v for _, v in sent.headers):
         assert orjson.loads(r.content)["error"]["code"] == "cache_miss", r.text
         return
