@@ -147,14 +147,9 @@ def wait_log_row(store: Path, request_id: str, timeout: float = 15.0) -> dict:
     """The request-log row of ``request_id`` as a dict, polling until the writer has committed it."""
     deadline = time.monotonic() + timeout
     while True:
-        conn = sqlite3.connect(store)
-        conn.row_factory = sqlite3.Row
-        try:
-            row = conn.execute("SELECT * FROM requests WHERE id = ?", (request_id,)).fetchone()
-        finally:
-            conn.close()
-        if row is not None:
-            return dict(row)
+        rows = log_rows(store, "id = ?", (request_id,))
+        if rows:
+            return rows[0]
         if time.monotonic() > deadline:
             raise AssertionError(f"{request_id} never logged")
         time.sleep(0.02)
@@ -162,3 +157,13 @@ def wait_log_row(store: Path, request_id: str, timeout: float = 15.0) -> dict:
 
 def start_gateway(config_path: Path) -> Proc:
     return start(["-m", "bastion.cli", "serve", "--config", str(config_path)], env=GATEWAY_ENV)
+
+
+def log_rows(store: Path, where: str = "1=1", args: tuple = ()) -> list[dict]:
+    """Rows of a gateway's SQLite request log, as dicts (read with a connection of its own)."""
+    conn = sqlite3.connect(store)
+    conn.row_factory = sqlite3.Row
+    try:
+        return [dict(r) for r in conn.execute(f"SELECT * FROM requests WHERE {where}", args)]
+    finally:
+        conn.close()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -20,7 +19,7 @@ import httpx
 import openai
 import pytest
 
-from tests.procs import Proc, create_key, start_gateway, start_sim, wait_log_row
+from tests.procs import Proc, create_key, log_rows, start_gateway, start_sim, wait_log_row
 
 SIM_YAML = """
 profiles:
@@ -91,12 +90,7 @@ class Stack:
                           headers={"authorization": f"Bearer {self.keys[key]}"})
 
     def rows(self, where: str, args: tuple = ()) -> list[dict]:
-        conn = sqlite3.connect(self.store)
-        conn.row_factory = sqlite3.Row
-        try:
-            return [dict(r) for r in conn.execute(f"SELECT * FROM requests WHERE {where}", args)]
-        finally:
-            conn.close()
+        return log_rows(self.store, where, args)
 
     def row(self, rid: str) -> dict:
         return wait_log_row(self.store, rid)

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.procs import Proc, create_key, start_gateway
+from tests.procs import Proc, create_key, log_rows, start_gateway
 
 PRICE = '{input: "1000", output: "2000"}'
 NUSD_PROMPT, NUSD_COMPLETION = 1_000_000, 2_000_000
@@ -71,12 +71,7 @@ class Stack:
         return self.gateway
 
     def rows(self, where: str = "1=1", args: tuple = ()) -> list[dict]:
-        conn = sqlite3.connect(self.store)
-        conn.row_factory = sqlite3.Row
-        try:
-            return [dict(r) for r in conn.execute(f"SELECT * FROM requests WHERE {where}", args)]
-        finally:
-            conn.close()
+        return log_rows(self.store, where, args)
 
     def wait_rows(self, where: str, args: tuple, n: int, timeout: float = 20) -> list[dict]:
         """At least ``n`` rows matching, polling until the log writer committed them."""
