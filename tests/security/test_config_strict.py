@@ -64,7 +64,7 @@ def test_unknown_provider_error_has_the_line_of_its_key() -> None:
     ("guards:\n  jsn: {action: block}\n", "bastion.yaml:2: guards.jsn: unknown key; did you mean 'json'?"),
     ("routing:\n  retry:\n    max_atempts: 2\n",
      "bastion.yaml:3: routing.retry.max_atempts: unknown key; did you mean 'max_attempts'?"),
-    ("store:\n  zzzz: 1\n", "bastion.yaml:2: store.zzzz: unknown key; known keys: batch_size, flush_interval_ms, "),
+    ("store:\n  zzzz: 1\n", "bastion.yaml:2: store.zzzz: unknown key; known keys: batch_size, commit_before_answer, flush_interval_ms, "),
 ])
 def test_unknown_keys_suggest_the_close_match(text: str, expected: str) -> None:
     problems = _problems(text)
