@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.procs import Proc, create_key, start_gateway, start_sim, write_config
+from tests.redis_fixture import redis_server  # noqa: F401  (a session fixture: a real redis-server)
 
 
 @dataclass

@@ -383,10 +383,11 @@ def test_open_state_memory() -> None:
     assert run(s.get("k")) == "v"
 
 
-@pytest.mark.parametrize("url", ["redis://localhost:6379/0", "memory", "", "memory:///x", "MEMORY://"])
+@pytest.mark.parametrize("url", ["postgres://localhost/x", "memory", "", "memory:///x", "MEMORY://", "redis:/x"])
 def test_open_state_rejects_other_urls(url: str) -> None:
     with pytest.raises(ValueError) as e:
         open_state(url)
     msg = str(e.value)
     assert repr(url) in msg
     assert "memory://" in msg
+    assert "redis://" in msg and "rediss://" in msg

@@ -33,8 +33,11 @@ def _config(args: argparse.Namespace) -> Any:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from bastion.server import serve
+    from bastion.state import check_state
 
-    return serve(_config(args), host=args.host, port=args.port)
+    config = _config(args)
+    check_state(config.state.url)  # an unreachable Redis is one clear line, not a startup traceback
+    return serve(config, host=args.host, port=args.port)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -86,8 +86,9 @@ class StateConfig(_Strict):
     @field_validator("url")
     @classmethod
     def _known_scheme(cls, v: str) -> str:
-        if v != "memory://":
-            raise ValueError("state.url must be memory:// (Redis support comes with replicas)")
+        if v != "memory://" and not v.startswith(("redis://", "rediss://")):
+            raise ValueError("state.url must be memory:// (one process) or redis://host:port/db or "
+                             "rediss://host:port/db (shared by replicas)")
         return v
 
 

@@ -107,6 +107,7 @@ class Gateway(ReaskMixin):
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        await self.state.start()
         await asyncio.to_thread(self.writer.start)
         await self.meter.start()
         await asyncio.to_thread(self.guarding.warm)

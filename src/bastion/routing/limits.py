@@ -18,15 +18,15 @@ class DeploymentLimits:
         """Count one request of about ``tokens`` tokens against ``dep``'s minute, or refuse it."""
         if rpm is None and tpm is None:
             return True
+        # Each window is checked and added in one atomic step (window_add_if), so replicas sharing the state
+        # never admit more than the limit between them; a request the token window refuses is given back.
         st = self.state
-        if rpm is not None and await st.window_sum(f"rl:{dep}:req", _MINUTE) + 1 > rpm:
+        if rpm is not None and await st.window_add_if(f"rl:{dep}:req", 1, _MINUTE, rpm) is None:
             return False
-        if tpm is not None and await st.window_sum(f"rl:{dep}:tok", _MINUTE) + tokens > tpm:
+        if tpm is not None and await st.window_add_if(f"rl:{dep}:tok", tokens, _MINUTE, tpm) is None:
+            if rpm is not None:
+                await st.window_add(f"rl:{dep}:req", -1, _MINUTE)
             return False
-        if rpm is not None:
-            await st.window_add(f"rl:{dep}:req", 1, _MINUTE)
-        if tpm is not None:
-            await st.window_add(f"rl:{dep}:tok", tokens, _MINUTE)
         return True
 
     async def settle(self, dep: str, tpm: int | None, estimated: int, actual: int) -> None:

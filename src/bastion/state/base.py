@@ -12,6 +12,10 @@ from typing import Protocol
 
 
 class State(Protocol):
+    async def start(self) -> None:
+        """Connect (a shared backend); called once before the first request. Raises on an unreachable server."""
+        ...
+
     async def get(self, key: str) -> str | None:
         """The value at ``key``, or None when absent or expired."""
         ...

@@ -55,6 +55,9 @@ class MemoryState:
         self._values: dict[str, tuple[str, float]] = {}  # key -> (value, expires_at or inf)
         self._windows: dict[str, _Window] = {}
 
+    async def start(self) -> None:
+        return None
+
     # ---- values ------------------------------------------------------------------------------
     def _live(self, key: str) -> str | None:
         item = self._values.get(key)
