@@ -118,6 +118,7 @@ class Gateway(ReaskMixin):
     async def stop(self) -> None:
         self.ready = False
         await self.router.close()
+        await self.executor.background.drain(timeout=10)  # settlements spawned as tasks (a shared state)
         await self.meter.stop()
         await self.cache.drain()
         await self.state.close()
