@@ -11,6 +11,7 @@ from bastion.errors import BastionError
 
 from .input import scan_input
 from .protect import untrusted_label
+from .scan_cache import ScanCache, TextScan
 
 log = logging.getLogger("bastion.guards")
 
@@ -57,6 +58,19 @@ class InputGuard:
     def __init__(self) -> None:
         self._classifier: Any = None
         self._classifier_checked = False
+        self.scans = ScanCache()
+
+    def _scan(self, text: str, clf: Any) -> TextScan:
+        """Rules and classifier on one text, or their cached result for the same text."""
+        key = self.scans.key(text, clf is not None)
+        hit = self.scans.get(key)
+        if hit is not None:
+            return hit
+        v = scan_input(text)
+        prob = float(clf.score(v.normalized or text)) if clf is not None and text.strip() else None
+        scan = TextScan(tuple(r.as_dict() for r in v.reasons), v.score, prob)
+        self.scans.put(key, scan)
+        return scan
 
     def _clf(self) -> Any:
         if not self._classifier_checked:
@@ -77,12 +91,12 @@ class InputGuard:
         reasons: list[dict[str, Any]] = []
         clf = self._clf() if p.classifier else None
         for where, text in scanned_texts(body, p.scan):
-            v = scan_input(text)
+            v = self._scan(text, clf)
             for r in v.reasons:
-                reasons.append({"where": where, **r.as_dict()})
+                reasons.append({"where": where, **r, "span": list(r["span"])})
             best = max(best, v.score)
-            if clf is not None and text.strip():
-                prob = float(clf.score(v.normalized or text))
+            if v.probability is not None:
+                prob = v.probability
                 thr = float(getattr(clf, "threshold", 0.5))
                 s = CLASSIFIER_POLICY_POINT * prob / thr if prob < thr else \
                     CLASSIFIER_POLICY_POINT + (1 - CLASSIFIER_POLICY_POINT) * (prob - thr) / max(1e-9, 1 - thr)
