@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -46,12 +47,11 @@ def _ping(port: int) -> bool:
         return False
 
 
-@pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+def start_redis(d: Path) -> tuple[subprocess.Popen[bytes], RedisServer]:
+    """Start a redis-server in directory ``d`` at a free port; wait until it answers PING."""
     exe = shutil.which("redis-server")
     if exe is None:
         pytest.skip("redis-server is not installed (apt-get install redis-server; .ci/run installs it)")
-    d = tmp_path_factory.mktemp("redis")
     port = _free_port()
     proc = subprocess.Popen(
         [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(d),
@@ -65,12 +65,22 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
             log = (d / "redis.log").read_text() if (d / "redis.log").exists() else ""
             raise RuntimeError(f"redis-server did not start on port {port}:\n{log}")
         time.sleep(0.05)
+    return proc, RedisServer("127.0.0.1", port)
+
+
+def stop_redis(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
     try:
-        yield RedisServer("127.0.0.1", port)
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    proc, server = start_redis(tmp_path_factory.mktemp("redis"))
+    try:
+        yield server
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_redis(proc)

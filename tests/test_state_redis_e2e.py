@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from tests.procs import Proc, create_key, log_rows, start_gateway, start_sim
-from tests.redis_fixture import RedisServer
+from tests.redis_fixture import RedisServer, start_redis, stop_redis
 
 SIM_YAML = """
 profiles:
@@ -159,3 +159,22 @@ def test_an_unreachable_redis_stops_serve_with_one_clear_line(sim: Proc, tmp_pat
     assert out.returncode != 0
     assert "cannot reach Redis" in out.stderr and "127.0.0.1:9" in out.stderr
     assert "Traceback" not in out.stderr and "hunter2" not in out.stderr
+
+
+def test_redis_going_away_while_serving_is_a_503_not_a_500(sim: Proc, tmp_path: Path) -> None:
+    proc, server = start_redis(tmp_path)
+    cfg, _ = gateway_config(tmp_path, sim, server.url)
+    key = create_key(cfg, tenant="racer")
+    gw = start_gateway(cfg)
+    body = {"model": "priced", "max_tokens": 10, "messages": [{"role": "user", "content": "x"}]}
+    headers = {"authorization": f"Bearer {key}"}
+    try:
+        assert httpx.post(gw.url + "/v1/chat/completions", json=body, headers=headers, timeout=30).status_code == 200
+        stop_redis(proc)
+        r = httpx.post(gw.url + "/v1/chat/completions", json=body, headers=headers, timeout=30)
+    finally:
+        gw.stop()
+        stop_redis(proc)
+    assert r.status_code == 503
+    err = r.json()["error"]
+    assert err["code"] == "state_unavailable" and "unavailable" in err["message"]

@@ -23,11 +23,14 @@ from __future__ import annotations
 
 import math
 import time
+from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
+
+from bastion.errors import BastionError
 
 _SLACK_S = 5  # windows live this long past their span, so a late settlement still finds its bucket
 
@@ -114,8 +117,29 @@ return string.format('%.17g', total)
 """
 
 
-class StateUnavailable(RuntimeError):
-    """The shared state's server cannot be reached (raised at start, with what to check)."""
+class StateUnavailable(BastionError):
+    """The shared state's server cannot be reached: at start (with what to check), or while serving, when
+    a request that needs it is answered 503 rather than decided without its budgets and limits."""
+
+    status = 503
+    code = "state_unavailable"
+
+
+class _Reachable:
+    """``with self._up:`` turns a connection or server failure into ``StateUnavailable`` (503)."""
+
+    __slots__ = ("where",)
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if exc is not None and isinstance(exc, (RedisError, OSError)) and not isinstance(exc, ResponseError):
+            raise StateUnavailable(f"the shared state (Redis at {self.where}) is unavailable: "
+                                   f"{type(exc).__name__}; try again shortly") from None
 
 
 def _px(ttl_s: float | None) -> str:
@@ -158,6 +182,8 @@ class RedisState:
             health_check_interval=30,
         )
         self._offset = 0.0  # server clock - this host's clock, measured by start()
+        parts = urlsplit(conn_url)
+        self._up = _Reachable(f"{parts.hostname}:{parts.port or 6379}")
         self._cas = self._r.register_script(_CAS)
         self._incr = self._r.register_script(_INCR)
         self._incr_if = self._r.register_script(_INCR_IF)
@@ -184,36 +210,42 @@ class RedisState:
 
     # ---- values ------------------------------------------------------------------------------
     async def get(self, key: str) -> str | None:
-        v = await self._r.get(self._k(key))
+        with self._up:
+            v = await self._r.get(self._k(key))
         return None if v is None else str(v)
 
     async def set(self, key: str, value: str, *, ttl_s: float | None = None) -> None:
         px = _px(ttl_s)
-        if px == "0":
-            await self._r.delete(self._k(key))
-        elif px:
-            await self._r.set(self._k(key), value, px=int(px))
-        else:
-            await self._r.set(self._k(key), value)
+        with self._up:
+            if px == "0":
+                await self._r.delete(self._k(key))
+            elif px:
+                await self._r.set(self._k(key), value, px=int(px))
+            else:
+                await self._r.set(self._k(key), value)
 
     async def delete(self, key: str) -> None:
-        await self._r.delete(self._k(key))
+        with self._up:
+            await self._r.delete(self._k(key))
 
     async def compare_and_set(self, key: str, expected: str | None, value: str, *, ttl_s: float | None = None) -> bool:
         args = ["1" if expected is None else "0", expected or "", value, _px(ttl_s)]
-        return bool(await self._cas(keys=[self._k(key)], args=args))
+        with self._up:
+            return bool(await self._cas(keys=[self._k(key)], args=args))
 
     async def incr(self, key: str, by: int = 1, *, ttl_s: float | None = None) -> int:
         px = _px(ttl_s)
         try:
-            return int(await self._incr(keys=[self._k(key)], args=[int(by), px if px != "0" else "1"]))
+            with self._up:
+                return int(await self._incr(keys=[self._k(key)], args=[int(by), px if px != "0" else "1"]))
         except ResponseError as e:
             raise ValueError(f"state key {key!r} does not hold an integer ({e})") from None
 
     async def incr_if(self, key: str, by: int, limit: int, *, ttl_s: float | None = None) -> int | None:
         px = _px(ttl_s)
         try:
-            got = await self._incr_if(keys=[self._k(key)], args=[int(by), int(limit), px if px != "0" else "1"])
+            with self._up:
+                got = await self._incr_if(keys=[self._k(key)], args=[int(by), int(limit), px if px != "0" else "1"])
         except ResponseError as e:
             raise ValueError(f"state key {key!r} does not hold an integer ({e})") from None
         return None if got is None else int(got)
@@ -224,7 +256,8 @@ class RedisState:
         span = _span(window_s)
         args: list[str | int] = [mode, repr(float(amount)), span, "" if at is None else str(math.floor(at)), repr(float(limit)),
                 (span + _SLACK_S) * 1000]
-        got = await self._window(keys=self._wk(key), args=args)
+        with self._up:
+            got = await self._window(keys=self._wk(key), args=args)
         return None if got is None else float(got)
 
     async def window_add(self, key: str, amount: float, window_s: float, *, at: float | None = None) -> float:
