@@ -18,6 +18,8 @@ from typing import TypeVar
 import pytest
 import redis.asyncio as aioredis
 
+from bastion.config.model import BreakerConfig
+from bastion.routing.breaker import Breakers, Gate, Pool
 from bastion.routing.limits import DeploymentLimits
 from bastion.state import MemoryState, State, open_state
 from bastion.state.redis import RedisState, split_url
@@ -341,6 +343,32 @@ def test_deployment_limits_give_the_request_back_when_tokens_refuse(backend: str
     assert got == [True, True, True, False, False]
     assert reqs == 3  # the two refused by tpm were not left counted against rpm
     assert toks == 900
+
+
+def test_breakers_on_redis_agree_across_replicas(url: str) -> None:
+    """Four replicas (a client each) record failures of both deployments of one alias at once: exactly one
+    is ejected (the pool's cap), every replica sees the same one, and it is open for all of them."""
+    cfg = BreakerConfig(consecutive_failures=1, min_requests=1000, open_s=60)
+    pools = [Pool.of("m", ("a", "b"), cfg)]
+
+    async def go(_: RedisState) -> tuple[list[list[str]], list[Gate]]:
+        states = [RedisState(url) for _ in range(4)]
+        try:
+            for st in states:
+                await st.start()
+            replicas = [Breakers(st, pools=pools) for st in states]
+            await asyncio.gather(*(b.record(d, cfg, ok=False, probe=False) for b in replicas for d in ("a", "b")
+                                   for _ in range(5)))
+            out = [await b.ejected("m") for b in replicas]
+            gates = [await b.gate(out[0][0], cfg, "m") for b in replicas] if out[0] else []
+            return out, gates
+        finally:
+            for st in states:
+                await st.close()
+
+    out, gates = with_state(url, go)
+    assert len(out[0]) == 1 and all(o == out[0] for o in out)
+    assert gates == [Gate.OPEN] * 4
 
 
 # ---- opening ----------------------------------------------------------------------------------
