@@ -18,7 +18,7 @@ from typing import TypeVar
 import pytest
 import redis.asyncio as aioredis
 
-from bastion.config.model import BreakerConfig
+from bastion.config.model import BreakerConfig, StateConfig
 from bastion.routing.breaker import Breakers, Gate, Pool
 from bastion.routing.limits import DeploymentLimits
 from bastion.state import MemoryState, State, open_state
@@ -379,6 +379,22 @@ def test_open_state_redis_urls(redis_server: RedisServer) -> None:
     assert isinstance(open_state("rediss://example.invalid:6380/0"), RedisState)
     assert split_url("redis://h:1/2?prefix=app:&ssl_cert_reqs=none") == ("redis://h:1/2?ssl_cert_reqs=none", "app:")
     assert split_url("redis://h:1/2")[1] == "bastion:"
+
+
+@pytest.mark.parametrize("good", ["memory://", "redis://localhost:6379/0", "rediss://:pw@cache.internal:6380/2",
+                                  "redis://h/0?prefix=app1:"])
+def test_state_config_accepts_memory_and_redis_urls(good: str) -> None:
+    assert StateConfig(url=good).url == good
+
+
+@pytest.mark.parametrize("bad", ["postgres://x/y", "redis:/x", "REDIS://h", "memory"])
+def test_state_config_names_both_forms_for_other_urls(bad: str) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError) as e:
+        StateConfig(url=bad)
+    msg = str(e.value)
+    assert "memory://" in msg and "redis://" in msg and "rediss://" in msg
 
 
 def test_unreachable_redis_is_a_clear_error() -> None:
