@@ -160,19 +160,19 @@ class Gateway(ReaskMixin):
         ctx.done_at = ctx.now()
         m = self.metrics
         model = self.metric_model(ctx)
-        m.requests.labels(ctx.endpoint, model, ctx.deployment or "-", str(ctx.status)).inc()
+        m.child(m.requests, ctx.endpoint, model, ctx.deployment or "-", str(ctx.status)).inc()
         if ctx.error_code:
-            m.errors.labels(ctx.endpoint, model, m.code_label(ctx.error_code)).inc()
-        m.latency.labels(ctx.endpoint, model, "true" if ctx.stream else "false").observe(
+            m.child(m.errors, ctx.endpoint, model, m.code_label(ctx.error_code)).inc()
+        m.child(m.latency, ctx.endpoint, model, "true" if ctx.stream else "false").observe(
             ctx.done_at - ctx.received_at
         )
         if ctx.first_byte_at is not None:
-            m.ttft.labels(ctx.endpoint, model).observe(ctx.first_byte_at - ctx.received_at)
+            m.child(m.ttft, ctx.endpoint, model).observe(ctx.first_byte_at - ctx.received_at)
         if ctx.usage:
-            m.tokens.labels(model, "prompt").inc(ctx.usage.get("prompt_tokens", 0))
-            m.tokens.labels(model, "completion").inc(ctx.usage.get("completion_tokens", 0))
+            m.child(m.tokens, model, "prompt").inc(ctx.usage.get("prompt_tokens", 0))
+            m.child(m.tokens, model, "completion").inc(ctx.usage.get("completion_tokens", 0))
         for a in ctx.attempts:
-            m.attempts.labels(a.deployment, a.outcome).inc()
+            m.child(m.attempts, a.deployment, a.outcome).inc()
         if ctx.guards:
             self.guarding.count(ctx, model)
         ready = ctx.open_stream

@@ -165,12 +165,13 @@ class GuardStage:
 
     def count(self, ctx: RequestContext, model: str) -> None:
         """Metrics for every verdict of a finished request (``model``: the alias as a bounded label)."""
+        m = self.metrics
         for v in ctx.guards:
             guard = str(v.get("guard"))
-            self.metrics.guard_verdicts.labels(model, guard, str(v.get("action"))).inc()
+            m.child(m.guard_verdicts, model, guard, str(v.get("action"))).inc()
             for r in v.get("reasons") or ():
-                self.metrics.guard_rules.labels(guard, r.get("rule", "-")).inc()
+                m.child(m.guard_rules, guard, str(r.get("rule", "-"))).inc()
             for f in v.get("findings") or ():
-                self.metrics.guard_rules.labels(guard, f.get("kind", "-")).inc()
+                m.child(m.guard_rules, guard, str(f.get("kind", "-"))).inc()
             if guard == "leak":
-                self.metrics.guard_rules.labels("leak", "canary" if v.get("score") == 1.0 else "fuzzy").inc()
+                m.child(m.guard_rules, "leak", "canary" if v.get("score") == 1.0 else "fuzzy").inc()

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300)
 
 
 MAX_CODES = 100  # distinct error-code label values
+MAX_CHILDREN = 20_000  # bound children kept by ``child`` (label values are bounded; this is a backstop)
 
 
 class Metrics:
     def __init__(self) -> None:
         self._codes: set[str] = set()
+        self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(
@@ -102,6 +106,17 @@ class Metrics:
     def on_breaker(self, deployment: str, state: str) -> None:
         self.breaker_changes.labels(deployment, state).inc()
         self.breaker_state.labels(deployment).set({"closed": 0, "half_open": 1, "open": 2}[state])
+
+    def child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, bound once and kept: the per-request path skips prometheus_client's
+        label validation and lock (the values are bounded: configured aliases and deployments, capped codes)."""
+        key = (metric, labels)
+        c = self._children.get(key)
+        if c is None:
+            c = metric.labels(*labels)
+            if len(self._children) < MAX_CHILDREN:
+                self._children[key] = c
+        return c
 
     def code_label(self, code: str) -> str:
         """An error code as a label value: codes are ours, but a few are an upstream's own words, so the set
