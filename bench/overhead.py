@@ -136,7 +136,17 @@ def sim_base(sim_url: str, ms: float) -> str:
     return f"{sim_url}/v1" if ms <= 0 else f"{sim_url}/p/{profile_name(ms)}/v1"
 
 
-def gateway_yaml(sim_url: str, store: Path, latencies: list[float]) -> str:
+# --features everyday: what most deployments turn on beyond the defaults (key auth, input and output guards,
+# request log, metrics): the response cache (memory; the bench's requests are not deterministic, so every
+# request is a lookup and a miss), a tenant quota and a soft tenant budget (metering on every request)
+EVERYDAY_YAML = (
+    "cache: {enabled: true, max_entries: 2000}\n"
+    "limits:\n  - {scope: tenant, rpm: 100000000}\n"
+    "budgets:\n  - {name: bench, scope: tenant, period: day, limit_usd: 1000000, mode: soft}\n"
+)
+
+
+def gateway_yaml(sim_url: str, store: Path, latencies: list[float], everyday: bool = False) -> str:
     providers, models = [], []
     for ms in latencies:
         pname = "sim" if ms <= 0 else f"sim_{profile_name(ms)}"
@@ -145,7 +155,7 @@ def gateway_yaml(sim_url: str, store: Path, latencies: list[float]) -> str:
     return (
         f"server:\n  host: {HOST}\n  port: 0\nstore:\n  url: sqlite:///{store}\n"
         "providers:\n" + "\n".join(providers) + "\nmodels:\n" + "\n".join(models) + "\n"
-        "tenants:\n  default: {}\n"
+        "tenants:\n  default: {}\n" + (EVERYDAY_YAML if everyday else "")
     )
 
 
@@ -642,6 +652,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--drain-timeout", type=float, default=30.0, help="seconds to wait for in-flight requests")
     p.add_argument("--pause", type=float, default=0.3, help="pause between segments (seconds)")
     p.add_argument("--json", metavar="PATH", help="where to write the JSON (default bench/results/overhead-<ts>.json)")
+    p.add_argument("--features", choices=("default", "everyday"), default="default",
+                   help="gateway features: the defaults (key auth, guards, request log, metrics), or everyday: also "
+                        "the response cache (lookups), a tenant quota and a soft budget")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory (configs, store, logs)")
     p.add_argument("--quick", action="store_true", help="a few-second smoke run (small rates and durations)")
     a = p.parse_args(argv)
@@ -706,7 +719,7 @@ def main(argv: list[str] | None = None) -> int:
         sim_cfg.write_text(sim_yaml(args.tokens, args.latencies))
         sim = _start("sim", ["-m", "bastion.sim.server", "--host", HOST, "--port", "0", "--config", str(sim_cfg)], tmp)
         gw_cfg = tmp / "bastion.yaml"
-        gw_cfg.write_text(gateway_yaml(sim.url, tmp / "bastion.db", args.latencies))
+        gw_cfg.write_text(gateway_yaml(sim.url, tmp / "bastion.db", args.latencies, args.features == "everyday"))
         out = subprocess.run([sys.executable, "-m", "bastion.cli", "keys", "create", "--config", str(gw_cfg),
                               "--tenant", "default", "--json"], check=True, capture_output=True, text=True, cwd=tmp,
                              timeout=60).stdout

@@ -79,6 +79,8 @@ def main() -> int:
     p.add_argument("--tokens", type=int, default=16)
     p.add_argument("--sample-rate", type=int, default=200, help="py-spy samples per second")
     p.add_argument("--top", type=int, default=25)
+    p.add_argument("--features", choices=("default", "everyday"), default="default",
+                   help="gateway features, as in overhead.py (everyday: also cache lookups, a quota and a budget)")
     p.add_argument("--native", action="store_true", help="also sample C frames (blocking: py-spy then stalls the gateway at each sample and distorts latency)")
     p.add_argument("--out", default=None, help="directory for the profile files (default: a temporary one)")
     args = p.parse_args()
@@ -94,7 +96,8 @@ def main() -> int:
     try:
         (tmp / "sim.yaml").write_text(ov.sim_yaml(args.tokens, [0.0]))
         sim = ov._start("sim", ["-m", "bastion.sim.server", "--port", "0", "--config", str(tmp / "sim.yaml")], tmp)
-        (tmp / "bastion.yaml").write_text(ov.gateway_yaml(sim.url, tmp / "bastion.db", [0.0]))
+        (tmp / "bastion.yaml").write_text(ov.gateway_yaml(sim.url, tmp / "bastion.db", [0.0],
+                                                           args.features == "everyday"))
         key = json.loads(subprocess.run(
             [sys.executable, "-m", "bastion.cli", "keys", "create", "--config", str(tmp / "bastion.yaml"), "--json"],
             check=True, capture_output=True, text=True, cwd=tmp, timeout=60).stdout)["key"]
