@@ -217,39 +217,38 @@ class Breakers:
             best = min(best, min(1.0, await self.state.window_sum(f"brk:{d}:fail", cfg.window_s) / n) if n else 0.0)
         return best >= cfg.failure_rate or ratio >= best + _MARGIN
 
-    async def _close(self, dep: str, cfg: BreakerConfig) -> bool:
-        """Take ``dep`` out of every pool's ejected set (its probe succeeded); False if it was in none."""
-        removed = False
+    async def _edit_pools(self, dep: str, cfg: BreakerConfig, edit: Callable[[Entries], object]) -> bool:
+        """Apply ``edit`` to every pool's ejected set that holds ``dep``, each change one compare-and-set
+        (re-read and retried when another replica changed the set meanwhile); False if no set held it."""
+        changed = False
         for pool in self._pools_of(dep, cfg):
             for _ in range(_CAS_TRIES):
                 raw, entries = await self._read(pool)
                 if dep not in entries:
                     break
-                del entries[dep]
+                edit(entries)
                 if await self.state.compare_and_set(pool.key, raw, orjson.dumps(entries).decode()):
-                    if not removed:
-                        self._changed(dep, "closed")
-                    removed = True
+                    changed = True
                     break
+        return changed
+
+    async def _close(self, dep: str, cfg: BreakerConfig) -> bool:
+        """Take ``dep`` out of every pool's ejected set (its probe succeeded); False if it was in none."""
+        removed = await self._edit_pools(dep, cfg, lambda entries: entries.pop(dep))
         if removed:
+            self._changed(dep, "closed")
             await self._fresh_start(dep, cfg)
         return removed
 
     async def _reopen(self, dep: str, cfg: BreakerConfig) -> bool:
         """A failed probe: another ``open_s`` wherever ``dep`` is out; False if it is out nowhere."""
-        reopened = False
-        for pool in self._pools_of(dep, cfg):
-            for _ in range(_CAS_TRIES):
-                raw, entries = await self._read(pool)
-                if dep not in entries:
-                    break
-                entries[dep] = [self.state.clock() + cfg.open_s, entries[dep][1]]
-                if await self.state.compare_and_set(pool.key, raw, orjson.dumps(entries).decode()):
-                    if not reopened:
-                        self._changed(dep, "open")
-                    reopened = True
-                    break
+
+        def extend(entries: Entries) -> None:
+            entries[dep] = [self.state.clock() + cfg.open_s, entries[dep][1]]
+
+        reopened = await self._edit_pools(dep, cfg, extend)
         if reopened:
+            self._changed(dep, "open")
             await self.state.set(f"brk:{dep}:consec", "0")
         return reopened
 
