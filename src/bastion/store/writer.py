@@ -86,11 +86,10 @@ class LogWriter:
     def submit(self, record: dict[str, Any], on_stored: Callable[[], object] | None = None) -> None:
         """Queue a record. ``on_stored`` (called from the writer thread) fires once it is committed or
         spilled, or once it is counted as lost; with a waiter queued the writer commits at once."""
-        if on_stored is not None:
-            with self._cond:
+        with self._cond:
+            if on_stored is not None:
                 self._waiters[str(record.get("id"))] = on_stored
                 self._cond.notify()
-        with self._cond:
             if len(self._queue) < self.queue_size or (
                     self.degraded and self.on_write_failure == "refuse" and record.get("error_code") != REFUSED):
                 # refuse: the gateway stops taking requests while degraded, so what arrives now belongs to
